@@ -1,0 +1,122 @@
+"""TritonClient: the gateway's only tritonclient user.
+
+One gRPC channel per process, opened in the app lifespan. Errors are translated by gRPC
+status code (never by message text) into the gateway's error tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc.aio import InferenceServerClient
+from tritonclient.utils import InferenceServerException
+
+from gateway.config import TritonSettings
+from gateway.errors import GatewayError, InferenceFailed, InferenceTimeout, InferenceUnavailable
+from gateway.spec import ModelSpec
+
+_UNAVAILABLE = frozenset(
+    {
+        "StatusCode.UNAVAILABLE",
+        "StatusCode.NOT_FOUND",
+        "StatusCode.RESOURCE_EXHAUSTED",
+        "StatusCode.CANCELLED",
+    }
+)
+_DATATYPES = {
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+    np.dtype(np.float16): "FP16",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult:
+    scores: npt.NDArray[np.floating[Any]]
+    """Shape [rows, n_outputs], outputs in spec order."""
+    model_version: str
+
+
+class TritonClient:
+    def __init__(self, settings: TritonSettings) -> None:
+        self._settings = settings
+        self._client = InferenceServerClient(url=settings.url)
+
+    async def __aenter__(self) -> TritonClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def model_ready(self, name: str, version: str = "") -> bool:
+        try:
+            return bool(
+                await self._client.is_model_ready(
+                    name, version, client_timeout=self._settings.timeout_s
+                )
+            )
+        except InferenceServerException:
+            return False
+
+    async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
+        """Triton's metadata (JSON form) with the model config under ``"config"``."""
+        try:
+            result = await self._client.get_model_metadata(
+                name, version, as_json=True, client_timeout=self._settings.timeout_s
+            )
+            config = await self._client.get_model_config(
+                name, version, as_json=True, client_timeout=self._settings.timeout_s
+            )
+        except InferenceServerException as e:
+            raise _translate(e) from e
+        result["config"] = config["config"]
+        return dict(result)
+
+    async def infer(
+        self,
+        spec: ModelSpec,
+        version: str,
+        rows: npt.NDArray[np.floating[Any]],
+        *,
+        timeout_s: float | None = None,
+    ) -> InferenceResult:
+        tensor = InferInput(spec.input_name, list(rows.shape), _DATATYPES[rows.dtype])
+        tensor.set_data_from_numpy(rows)
+        outputs = [InferRequestedOutput(o.name) for o in spec.outputs]
+        try:
+            response = await self._client.infer(
+                spec.triton_name,
+                [tensor],
+                model_version=version,
+                outputs=outputs,
+                client_timeout=timeout_s if timeout_s is not None else self._settings.timeout_s,
+            )
+        except InferenceServerException as e:
+            raise _translate(e) from e
+        columns = [response.as_numpy(o.name).reshape(len(rows)) for o in spec.outputs]
+        scores = columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
+        return InferenceResult(
+            scores=scores, model_version=response.get_response().model_version or version
+        )
+
+
+def _translate(error: InferenceServerException) -> GatewayError:
+    status = error.status() or ""
+    if status == "StatusCode.DEADLINE_EXCEEDED":
+        return InferenceTimeout("inference deadline exceeded")
+    if status in _UNAVAILABLE:
+        return InferenceUnavailable("inference server unavailable")
+    return InferenceFailed("inference server rejected the request")
