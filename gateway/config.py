@@ -42,6 +42,8 @@ class TritonSettings(BaseModel):
     """Deadline for one inference call."""
     startup_wait_s: float = 60.0
     """How long start-up waits for the served models to become ready."""
+    max_message_bytes: int = 16 * 1024 * 1024
+    """gRPC send/receive limit on the Triton channel (a full batch fits easily)."""
 
 
 class Settings(BaseSettings):

@@ -45,7 +45,7 @@ class InferenceResult:
 class TritonClient:
     def __init__(self, settings: TritonSettings) -> None:
         self._settings = settings
-        self._client = InferenceServerClient(url=settings.url)
+        self._client = InferenceServerClient(url=settings.url, channel_args=_channel_args(settings))
 
     async def __aenter__(self) -> TritonClient:
         return self
@@ -111,6 +111,23 @@ class TritonClient:
         return InferenceResult(
             scores=scores, model_version=response.get_response().model_version or version
         )
+
+
+def _channel_args(settings: TritonSettings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        # Keepalive finds a dead Triton between requests instead of on the next call.
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 2_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # gRPC's default reconnect backoff grows to 120 s; a restarted Triton must be used
+        # again within about a second.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 1_000),
+    ]
 
 
 def _translate(error: InferenceServerException) -> GatewayError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -36,7 +37,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        body = {"type": "about:blank", "title": str(exc.detail), "status": exc.status_code}
+        body = {
+            "type": "about:blank",
+            "title": HTTPStatus(exc.status_code).phrase,
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+        }
         return Response(
             orjson.dumps(body),
             status_code=exc.status_code,

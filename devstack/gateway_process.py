@@ -1,0 +1,108 @@
+"""Run ``python -m gateway serve`` as a subprocess: the real CLI, server and transport."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from devstack.redis_server import free_port
+
+
+class GatewayStartError(RuntimeError):
+    pass
+
+
+class GatewayProcess:
+    def __init__(
+        self,
+        *,
+        spec_path: Path,
+        redis_url: str,
+        triton_url: str,
+        port: int = 0,
+        workers: int = 1,
+        env: Mapping[str, str] | None = None,
+        wait_for: str = "/readyz",
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        self.port = port or free_port()
+        self._env = {
+            **os.environ,
+            "GATEWAY_SPEC_PATH": str(spec_path),
+            "GATEWAY_HTTP_HOST": "127.0.0.1",
+            "GATEWAY_HTTP_PORT": str(self.port),
+            "GATEWAY_WORKERS": str(workers),
+            "GATEWAY_REDIS__URL": redis_url,
+            "GATEWAY_TRITON__URL": triton_url,
+            **(env or {}),
+        }
+        self._wait_for = wait_for
+        self._timeout_s = startup_timeout_s
+        self._log = Path(tempfile.mkstemp(prefix="gw-gateway-", suffix=".log")[1])
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> GatewayProcess:
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve"],
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self._timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise GatewayStartError(
+                    f"gateway exited with {self._process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                if httpx.get(self.url + self._wait_for, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise GatewayStartError(f"gateway not ready after {self._timeout_s}s:\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 15.0) -> int | None:
+        """SIGTERM, wait for the drain, SIGKILL as a last resort; returns the exit code."""
+        process, self._process = self._process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return process.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self._log.unlink(missing_ok=True)

@@ -1,0 +1,242 @@
+"""The online path against real Redis and Triton: cache-first with real-time fallback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from devstack.gateway_process import GatewayProcess
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import (
+    TYPICAL,
+    cached,
+    put_cached,
+    put_features,
+    reference_score,
+    triton_counts,
+    with_defaults,
+)
+from triton_launcher.launcher import TritonServer
+
+pytestmark = pytest.mark.integration
+PREDICT = "/v1/models/fraud_scorer/predict"
+
+
+def new_id() -> str:
+    return f"card-t{uuid.uuid4().hex[:12]}"
+
+
+def test_miss_calls_triton_and_writes_back(client: httpx.Client, kv: redis.Redis) -> None:
+    entity = new_id()
+    features_at = put_features(kv, entity, TYPICAL)
+
+    response = client.post(PREDICT, json={"entity_id": entity})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["source"] == "model"
+    assert body["model"] == "fraud_scorer" and body["model_version"] == "1"
+    assert body["entity_id"] == entity
+    assert body["scores"]["fraud_probability"] == pytest.approx(reference_score(TYPICAL), abs=1e-6)
+    assert body["prediction_age_s"] == 0.0
+    assert body["feature_age_s"] >= 0
+    assert response.headers["x-request-id"] == body["request_id"]
+    record = wait_until(lambda: cached(kv, entity))
+    assert isinstance(record, dict)
+    assert record["v"] == "1"
+    assert record["f"] == pytest.approx(features_at)
+    assert record["s"] == [pytest.approx(body["scores"]["fraud_probability"])]
+    assert 0 < kv.ttl(f"gw:p:fraud_scorer:1:{entity}") <= 86400
+
+
+def test_serves_cache_when_fresh_without_calling_triton(
+    client: httpx.Client, kv: redis.Redis, triton_server: TritonServer
+) -> None:
+    entity = new_id()
+    put_features(kv, entity, TYPICAL)
+    first = client.post(PREDICT, json={"entity_id": entity}).json()
+    wait_until(lambda: cached(kv, entity))
+    before = triton_counts(triton_server.http_url)
+
+    second = client.post(PREDICT, json={"entity_id": entity}).json()
+
+    assert second["source"] == "cache"
+    assert second["scores"] == first["scores"]
+    assert 0 <= second["prediction_age_s"] < 60
+    assert triton_counts(triton_server.http_url) == before
+
+
+def test_stale_entry_is_recomputed_and_refreshed(client: httpx.Client, kv: redis.Redis) -> None:
+    entity = new_id()
+    features_at = put_features(kv, entity, TYPICAL, written_at=time.time() - 7200)
+    stale_at = time.time() - 3700  # max_staleness_s is 3600
+    put_cached(kv, entity, 0.5, stale_at, features_at=features_at)
+
+    body = client.post(PREDICT, json={"entity_id": entity}).json()
+
+    assert body["source"] == "model"
+    assert body["scores"]["fraud_probability"] == pytest.approx(reference_score(TYPICAL), abs=1e-6)
+    refreshed = wait_until(lambda: (r := cached(kv, entity)) and r["t"] > stale_at and r)
+    assert isinstance(refreshed, dict)
+    assert refreshed["s"] == [pytest.approx(body["scores"]["fraud_probability"])]
+
+
+def test_newer_features_invalidate_cached_prediction(client: httpx.Client, kv: redis.Redis) -> None:
+    entity = new_id()
+    old = put_features(kv, entity, TYPICAL, written_at=time.time() - 60)
+    put_cached(kv, entity, 0.5, time.time() - 30, features_at=old)
+    assert client.post(PREDICT, json={"entity_id": entity}).json()["source"] == "cache"
+
+    risky = {**TYPICAL, "amount": 4800.0, "is_online": 1, "hour_of_day": 3}
+    put_features(kv, entity, risky)
+    body = client.post(PREDICT, json={"entity_id": entity}).json()
+
+    assert body["source"] == "model"
+    assert body["scores"]["fraud_probability"] == pytest.approx(reference_score(risky), abs=1e-6)
+
+
+def test_request_features_override_stored_and_skip_the_cache(
+    client: httpx.Client, kv: redis.Redis
+) -> None:
+    entity = new_id()
+    put_features(kv, entity, TYPICAL)
+    put_cached(kv, entity, 0.5, time.time())
+    overrides = {"amount": 2500.0, "foreign_transaction": True, "card_present": False}
+
+    body = client.post(PREDICT, json={"entity_id": entity, "features": overrides}).json()
+
+    expected = reference_score({**TYPICAL, **overrides})
+    assert body["source"] == "model"
+    assert body["scores"]["fraud_probability"] == pytest.approx(expected, abs=1e-6)
+    time.sleep(0.2)
+    record = cached(kv, entity)
+    assert record is not None and record["s"] == [0.5], "an override result must not be cached"
+
+
+def test_declared_defaults_fill_features_nobody_supplied(
+    client: httpx.Client, kv: redis.Redis
+) -> None:
+    entity = new_id()  # nothing stored for it
+
+    body = client.post(PREDICT, json={"entity_id": entity, "features": {"amount": 99.0}}).json()
+
+    assert body["source"] == "model"
+    assert body["feature_age_s"] is None
+    expected = reference_score(with_defaults({"amount": 99.0}))
+    assert body["scores"]["fraud_probability"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_partially_stored_features_combine_with_defaults(
+    client: httpx.Client, kv: redis.Redis
+) -> None:
+    entity = new_id()
+    put_features(kv, entity, {"amount": 310.0, "txn_count_1h": 7})
+
+    body = client.post(PREDICT, json={"entity_id": entity}).json()
+
+    expected = reference_score(with_defaults({"amount": 310.0, "txn_count_1h": 7}))
+    assert body["scores"]["fraud_probability"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_required_feature_without_any_value_is_422(client: httpx.Client, kv: redis.Redis) -> None:
+    entity = new_id()
+
+    response = client.post(PREDICT, json={"entity_id": entity})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "features.amount"
+    assert cached(kv, entity) is None
+
+
+def test_cache_bypass_recomputes_even_when_fresh(client: httpx.Client, kv: redis.Redis) -> None:
+    entity = new_id()
+    put_features(kv, entity, TYPICAL)
+    put_cached(kv, entity, 0.5, time.time())
+
+    body = client.post(PREDICT, json={"entity_id": entity, "cache": "bypass"}).json()
+
+    assert body["source"] == "model"
+    assert body["scores"]["fraud_probability"] != 0.5
+    wait_until(lambda: (r := cached(kv, entity)) and r["s"] != [0.5])
+
+
+def test_cache_only_answers_404_without_a_fresh_entry(client: httpx.Client, kv: redis.Redis) -> None:
+    entity = new_id()
+    features_at = put_features(kv, entity, TYPICAL)
+
+    response = client.post(PREDICT, json={"entity_id": entity, "cache": "only"})
+
+    assert response.status_code == 404
+    assert response.json()["title"] == "No cached prediction"
+    put_cached(kv, entity, 0.25, time.time(), features_at=features_at)
+    hit = client.post(PREDICT, json={"entity_id": entity, "cache": "only"}).json()
+    assert hit["source"] == "cache" and hit["scores"]["fraud_probability"] == 0.25
+
+
+def test_batch_mixes_hits_and_misses_in_request_order(
+    client: httpx.Client, kv: redis.Redis
+) -> None:
+    hit, miss, override = new_id(), new_id(), new_id()
+    written = {entity: put_features(kv, entity, TYPICAL) for entity in (hit, miss, override)}
+    put_cached(kv, hit, 0.125, time.time(), features_at=written[hit])
+    instances = [
+        {"entity_id": miss},
+        {"entity_id": hit},
+        {"entity_id": override, "features": {"amount": 1500.0}},
+    ]
+
+    response = client.post(PREDICT, json={"instances": instances})
+
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["entity_id"] for p in predictions] == [miss, hit, override]
+    assert [p["source"] for p in predictions] == ["model", "cache", "model"]
+    assert predictions[1]["scores"]["fraud_probability"] == 0.125
+    assert predictions[0]["scores"]["fraud_probability"] == pytest.approx(
+        reference_score(TYPICAL), abs=1e-6
+    )
+    assert predictions[2]["scores"]["fraud_probability"] == pytest.approx(
+        reference_score({**TYPICAL, "amount": 1500.0}), abs=1e-6
+    )
+
+
+def test_batch_cache_only_marks_entries_without_prediction(
+    client: httpx.Client, kv: redis.Redis
+) -> None:
+    hit, miss = new_id(), new_id()
+    put_cached(kv, hit, 0.75, time.time())
+
+    body = client.post(
+        PREDICT,
+        json={"instances": [{"entity_id": hit}, {"entity_id": miss}], "cache": "only"},
+    ).json()
+
+    assert [p["source"] for p in body["predictions"]] == ["cache", "none"]
+    assert body["predictions"][1]["scores"] is None
+
+
+async def test_concurrent_single_row_misses_are_batched_by_triton(
+    gateway: GatewayProcess, kv: redis.Redis, triton_server: TritonServer
+) -> None:
+    entities = [new_id() for _ in range(200)]
+    for entity in entities:
+        put_features(kv, entity, TYPICAL)
+    before_inferences, before_executions = triton_counts(triton_server.http_url)
+
+    url = f"{gateway.url}{PREDICT}"
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        responses = await asyncio.gather(
+            *(http.post(url, json={"entity_id": e, "cache": "bypass"}) for e in entities)
+        )
+
+    assert all(r.status_code == 200 for r in responses)
+    inferences, executions = triton_counts(triton_server.http_url)
+    assert inferences - before_inferences == 200
+    assert executions - before_executions < 200, "dynamic batching merged no requests"
