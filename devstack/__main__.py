@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,12 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton-metrics-port", type=int, default=18002)
     parser.add_argument("--spec", type=Path, default=ROOT / "config/models.yaml")
     parser.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument(
-        "--demo-data", type=Path, default=ROOT / "data/demo/card_features.csv"
-    )
+    parser.add_argument("--demo-data", type=Path, default=ROOT / "data/demo/card_features.csv")
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args(argv)
 
+    # uvicorn re-raises SIGTERM after its graceful shutdown; with the default action the
+    # process would die before the finally block stops Triton and Redis.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     started = time.perf_counter()
     redis = RedisServer(args.redis_port)
     triton = TritonServer(

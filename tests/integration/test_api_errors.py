@@ -27,7 +27,8 @@ def assert_problem(response: httpx.Response, status: int, field: str | None) -> 
     assert response.headers["content-type"] == "application/problem+json"
     body: dict[str, Any] = response.json()
     assert body["status"] == status
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     assert "Traceback" not in response.text
     if field is not None:
         assert body["field"] == field

@@ -40,7 +40,8 @@ def test_miss_calls_triton_and_writes_back(client: httpx.Client, kv: redis.Redis
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["source"] == "model"
-    assert body["model"] == "fraud_scorer" and body["model_version"] == "1"
+    assert body["model"] == "fraud_scorer"
+    assert body["model_version"] == "1"
     assert body["entity_id"] == entity
     assert body["scores"]["fraud_probability"] == pytest.approx(reference_score(TYPICAL), abs=1e-6)
     assert body["prediction_age_s"] == 0.0
@@ -115,7 +116,8 @@ def test_request_features_override_stored_and_skip_the_cache(
     assert body["scores"]["fraud_probability"] == pytest.approx(expected, abs=1e-6)
     time.sleep(0.2)
     record = cached(kv, entity)
-    assert record is not None and record["s"] == [0.5], "an override result must not be cached"
+    assert record is not None
+    assert record["s"] == [0.5], "an override result must not be cached"
 
 
 def test_declared_defaults_fill_features_nobody_supplied(
@@ -166,7 +168,9 @@ def test_cache_bypass_recomputes_even_when_fresh(client: httpx.Client, kv: redis
     wait_until(lambda: (r := cached(kv, entity)) and r["s"] != [0.5])
 
 
-def test_cache_only_answers_404_without_a_fresh_entry(client: httpx.Client, kv: redis.Redis) -> None:
+def test_cache_only_answers_404_without_a_fresh_entry(
+    client: httpx.Client, kv: redis.Redis
+) -> None:
     entity = new_id()
     features_at = put_features(kv, entity, TYPICAL)
 
@@ -176,7 +180,8 @@ def test_cache_only_answers_404_without_a_fresh_entry(client: httpx.Client, kv: 
     assert response.json()["title"] == "No cached prediction"
     put_cached(kv, entity, 0.25, time.time(), features_at=features_at)
     hit = client.post(PREDICT, json={"entity_id": entity, "cache": "only"}).json()
-    assert hit["source"] == "cache" and hit["scores"]["fraud_probability"] == 0.25
+    assert hit["source"] == "cache"
+    assert hit["scores"]["fraud_probability"] == 0.25
 
 
 def test_batch_mixes_hits_and_misses_in_request_order(
