@@ -38,6 +38,8 @@ class CachedPrediction:
         """None for a record this gateway cannot read (treated as a miss, then overwritten)."""
         try:
             body = orjson.loads(raw)
+            if not isinstance(body["s"], list):
+                return None
             return cls(
                 scores=tuple(float(s) for s in body["s"]),
                 model_version=str(body["v"]),

@@ -57,6 +57,14 @@ class BodyTooLarge(GatewayError):
     title = "Request body too large"
 
 
+class ClientDisconnected(GatewayError):
+    """The client went away mid-request; nobody reads the answer, nothing is logged."""
+
+    http_status = 499
+    grpc_status = grpc.StatusCode.CANCELLED
+    title = "Client closed request"
+
+
 class ModelNotFound(GatewayError):
     http_status = 404
     grpc_status = grpc.StatusCode.NOT_FOUND

@@ -134,6 +134,9 @@ def _parse_model(name: str, body: Any, where: str) -> ModelSpec:
         raise SpecError(f"{where}.triton.version: must be a number or 'latest', got {version!r}")
 
     ttl_s = _positive_number(cache.get("ttl_s"), f"{where}.cache.ttl_s")
+    if not ttl_s.is_integer():
+        # Redis expiries are whole seconds; int(0.5) would become an invalid EX 0.
+        raise SpecError(f"{where}.cache.ttl_s: must be a whole number of seconds, got {ttl_s}")
     max_staleness_s = _positive_number(
         cache.get("max_staleness_s"), f"{where}.cache.max_staleness_s"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,8 +58,11 @@ def build_rows(
 
 def _parse_stored(raw: bytes, model: str, name: str) -> float | None:
     try:
-        return float(raw)  # float() parses ASCII bytes directly: no decode step
+        value = float(raw)  # float() parses ASCII bytes directly: no decode step
     except ValueError:
-        # Corrupt stored data is not the client's fault: fall back to the default, loudly.
-        log.warning("unparseable stored feature", extra={"model": model, "feature": name})
-        return None
+        value = math.nan
+    if math.isfinite(value):
+        return value
+    # Corrupt stored data is not the client's fault: fall back to the default, loudly.
+    log.warning("unparseable stored feature", extra={"model": model, "feature": name})
+    return None

@@ -126,7 +126,10 @@ def coerce_feature(feature: FeatureSpec, value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         kind = "an integer" if feature.dtype == "int" else "a number"
         raise InvalidRequest(f"{feature.name} must be {kind}, got {value!r}", field=field)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # a Python int beyond float range
+        number = math.inf
     if not math.isfinite(number):
         raise InvalidRequest(f"{feature.name} must be finite", field=field)
     if feature.dtype == "int" and not number.is_integer():

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.requests import ClientDisconnect
 
-from gateway.errors import BodyTooLarge, MalformedBody
+from gateway.errors import BodyTooLarge, ClientDisconnected, MalformedBody
 from gateway.service import PredictionService, PredictOutcome
 from gateway.validation import parse_predict_body
 
@@ -141,11 +142,14 @@ async def _read_json(request: Request, limit: int) -> Any:
     # uvicorn enforces no body limit, so chunked bodies are bounded while they stream in.
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body exceeds {limit} bytes", field="body")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body exceeds {limit} bytes", field="body")
+            chunks.append(chunk)
+    except ClientDisconnect as e:
+        raise ClientDisconnected("client closed the connection") from e
     raw = b"".join(chunks)
     if not raw:
         raise MalformedBody("request body is empty", field="body")

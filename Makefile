@@ -1,0 +1,39 @@
+# Self-documenting: `make help` lists the targets.
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HELM := helm/bin/helm
+
+.PHONY: help setup run test test-fast lint format train helm
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## install redis-server, the virtualenv and pinned packages (idempotent)
+	@scripts/setup.sh
+
+run: setup ## start Redis + Triton + gateway with demo features on http://127.0.0.1:8080
+	$(PY) -m devstack
+
+$(HELM):
+	@scripts/install_helm.sh
+
+helm: $(HELM) ## fetch the pinned helm binary into helm/bin/
+
+test: setup $(HELM) ## the whole suite: unit, integration (real redis + triton), helm chart
+	$(PY) -m pytest
+
+test-fast: setup ## unit tests only
+	$(PY) -m pytest tests/unit
+
+lint: setup ## ruff + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy gateway devstack
+
+format: setup ## apply ruff formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+train: setup ## regenerate the model artifact and demo data (deterministic)
+	$(PY) -m training.train_fraud_scorer
