@@ -14,7 +14,7 @@ from types import TracebackType
 
 import httpx
 
-from devstack.redis_server import free_port
+from triton_launcher.ports import free_port
 
 
 class GatewayStartError(RuntimeError):

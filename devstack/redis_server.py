@@ -10,16 +10,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from triton_launcher.ports import free_port
+
 
 class RedisStartError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class RedisServer:
