@@ -1,0 +1,93 @@
+"""A short Locust run of loadtests/ against the local stack, and the SLO gate that fails it.
+
+Bounded: a few seconds of load from 10 users, only 127.0.0.1, each run capped at 60 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.gateway_process import GatewayProcess
+from devstack.redis_server import RedisServer
+from tests.integration.conftest import DEMO_FEATURES, ROOT, SPEC_PATH
+
+pytestmark = pytest.mark.integration
+
+TYPES = ("predict:hit", "predict:miss", "predict:batch")
+
+
+@pytest.fixture(scope="module")
+def loaded_gateway(redis_server: RedisServer, gateway: GatewayProcess) -> GatewayProcess:
+    env = {
+        **os.environ,
+        "GATEWAY_REDIS__URL": redis_server.url,
+        "GATEWAY_SPEC_PATH": str(SPEC_PATH),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "load-features", "--model", "fraud_scorer",
+         "--file", str(DEMO_FEATURES)],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return gateway
+
+
+def run_locust(host: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    locust = Path(sys.executable).with_name("locust")
+    return subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py", "--headless", "-u", "10", "-r", "10",
+         "-t", "4s", "--host", host, "--csv", str(out / "run"), "--html", str(out / "report.html"),
+         "--only-summary", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_smoke_run_meets_the_default_slo(loaded_gateway: GatewayProcess, tmp_path: Path) -> None:
+    # the 2-core CI box also runs Redis, Triton and the gateway: generator CPU is not the point
+    result = run_locust(loaded_gateway.url, tmp_path, "--slo-allow-cpu-saturation")
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "SLO gate: passed" in result.stderr
+    with (tmp_path / "run_stats.csv").open(newline="") as fh:
+        rows = {row["Name"]: row for row in csv.DictReader(fh)}
+    for name in TYPES:
+        assert int(rows[name]["Request Count"]) > 0, rows.get(name)
+        assert int(rows[name]["Failure Count"]) == 0, rows[name]
+    assert (tmp_path / "report.html").stat().st_size > 0
+
+
+def test_impossible_slo_fails_the_run_and_names_the_threshold(
+    loaded_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    slo_file = tmp_path / "slo.yaml"
+    slo_file.write_text('requests:\n  "predict:hit": {p99_ms: 0.001}\n')
+
+    result = run_locust(loaded_gateway.url, tmp_path, "--slo-file", str(slo_file))
+
+    assert result.returncode == 1, result.stderr[-4000:]
+    assert "SLO BREACH predict:hit: p99" in result.stderr
+    assert "> limit 0.001 ms" in result.stderr
+    assert "SLO gate: FAILED" in result.stderr
+
+
+def test_step_shape_is_used_when_its_module_is_loaded(
+    loaded_gateway: GatewayProcess, tmp_path: Path
+) -> None:
+    locust = Path(sys.executable).with_name("locust")
+    result = subprocess.run(
+        [str(locust), "-f", "loadtests/locustfile.py,loadtests/shapes.py", "--headless",
+         "--shape", "step", "--step-users", "3", "--step-time", "1s", "-u", "6", "-r", "10",
+         "-t", "3s", "--host", loaded_gateway.url, "--only-summary", "--slo-file", "",
+         "--slo-allow-cpu-saturation", "--skip-warmup"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Shape test updating to 3 users" in result.stderr
+    assert "Shape test updating to 6 users" in result.stderr
