@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HELM := helm/bin/helm
 
-.PHONY: help setup run test test-fast lint format train helm
+.PHONY: help setup run test test-fast lint format train helm proto
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,3 +37,6 @@ format: setup ## apply ruff formatting and safe fixes
 
 train: setup ## regenerate the model artifact and demo data (deterministic)
 	$(PY) -m training.train_fraud_scorer
+
+proto: setup ## regenerate gateway/v1/_generated from gateway/v1/gateway.proto (grpcio-tools)
+	$(PY) -m gateway.v1.codegen

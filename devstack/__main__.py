@@ -90,6 +90,7 @@ def _print_banner(settings: Settings, elapsed_s: float) -> None:
     print(
         f"""
 stack up in {elapsed_s:.1f}s (gateway starting) — gateway: {url}   docs: {url}/docs
+  gRPC   127.0.0.1:{settings.grpc_port} (gateway.v1.Gateway; reflection on)
   redis  {settings.redis.url}    triton gRPC {settings.triton.url}
 
 try:

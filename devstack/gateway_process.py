@@ -29,17 +29,22 @@ class GatewayProcess:
         redis_url: str,
         triton_url: str,
         port: int = 0,
+        grpc_port: int = 0,
         workers: int = 1,
         env: Mapping[str, str] | None = None,
         wait_for: str = "/readyz",
         startup_timeout_s: float = 60.0,
     ) -> None:
         self.port = port or free_port()
+        # Each gateway gets its own gRPC port: with SO_REUSEPORT two gateways on one port
+        # would silently share (and split) the traffic.
+        self.grpc_port = grpc_port or free_port()
         self._env = {
             **os.environ,
             "GATEWAY_SPEC_PATH": str(spec_path),
             "GATEWAY_HTTP_HOST": "127.0.0.1",
             "GATEWAY_HTTP_PORT": str(self.port),
+            "GATEWAY_GRPC_PORT": str(self.grpc_port),
             "GATEWAY_WORKERS": str(workers),
             "GATEWAY_REDIS__URL": redis_url,
             "GATEWAY_TRITON__URL": triton_url,
@@ -53,6 +58,10 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     def start(self) -> GatewayProcess:
         with self._log.open("ab") as log:

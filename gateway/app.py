@@ -8,6 +8,7 @@ from typing import TypedDict
 
 from fastapi import FastAPI
 
+from gateway.api.grpc import serve_grpc
 from gateway.api.problems import install_problem_handlers
 from gateway.api.rest import router
 from gateway.config import Settings
@@ -37,7 +38,9 @@ def create_app(settings: Settings) -> FastAPI:
             )
             service = PredictionService(specs, versions, RedisStore(redis_client), triton)
             try:
-                yield {"service": service}
+                # gRPC runs in this event loop and shares the service (and so every client).
+                async with serve_grpc(settings, service):
+                    yield {"service": service}
             finally:
                 await service.drain()
 

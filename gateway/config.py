@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     grpc_port: int = 50051
+    """gRPC port, served by the same process and event loop as HTTP (bound on ``http_host``)."""
+    grpc_max_message_bytes: int = 4 * 1024 * 1024
+    """gRPC send/receive limit per message (a full batch request is far smaller)."""
+    grpc_max_concurrent_rpcs: int = 1024
+    """In-flight gRPC calls per process; beyond it new calls get RESOURCE_EXHAUSTED."""
+    grpc_health_interval_s: float = 1.0
+    """How often the gRPC health service re-runs the ``/readyz`` checks."""
+    grpc_grace_s: float = 5.0
+    """On shutdown, how long in-flight gRPC calls may finish before they are cancelled."""
     workers: int = 1
     """uvicorn worker processes; one per core is the usual choice."""
     log_level: str = "warning"

@@ -68,7 +68,10 @@ class PredictionService:
             raise ModelNotFound(f"model {model!r} is not served here")
         return spec
 
-    async def predict(self, spec: ModelSpec, request: PredictRequest) -> PredictOutcome:
+    async def predict(
+        self, spec: ModelSpec, request: PredictRequest, *, timeout_s: float | None = None
+    ) -> PredictOutcome:
+        """``timeout_s`` bounds the Triton call (the caller's remaining deadline)."""
         version = self.served_versions[spec.name]
         items = request.items
         read_cache = [request.cache_mode != "bypass" and not item.overrides for item in items]
@@ -106,7 +109,9 @@ class PredictionService:
             else:
                 misses.append(i)
         if misses:
-            await self._score_misses(spec, version, request, records, misses, predictions, now)
+            await self._score_misses(
+                spec, version, request, records, misses, predictions, now, timeout_s
+            )
         return PredictOutcome(
             spec=spec,
             model_version=version,
@@ -122,6 +127,7 @@ class PredictionService:
         misses: list[int],
         predictions: list[Prediction | None],
         now: float,
+        timeout_s: float | None,
     ) -> None:
         items = request.items
         rows = build_rows(
@@ -130,7 +136,7 @@ class PredictionService:
             [records[i].stored for i in misses],
             field_prefix=[f"instances[{i}]." for i in misses] if request.batch else None,
         )
-        result = await self._triton.infer(spec, version, rows)
+        result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
         score_rows = result.scores.tolist()
         write_back: list[tuple[str, CachedPrediction]] = []
         for position, i in enumerate(misses):

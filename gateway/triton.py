@@ -102,7 +102,11 @@ class TritonClient:
                 [tensor],
                 model_version=version,
                 outputs=outputs,
-                client_timeout=timeout_s if timeout_s is not None else self._settings.timeout_s,
+                client_timeout=(
+                    self._settings.timeout_s
+                    if timeout_s is None
+                    else min(timeout_s, self._settings.timeout_s)
+                ),
             )
         except InferenceServerException as e:
             raise _translate(e) from e

@@ -8,6 +8,8 @@ a JSON-path-like name (``instances[3].features.amount``).
 from __future__ import annotations
 
 import math
+import re
+import uuid
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -17,6 +19,7 @@ from gateway.spec import FeatureSpec, ModelSpec
 CacheMode = Literal["prefer", "bypass", "only"]
 CACHE_MODES: tuple[CacheMode, ...] = ("prefer", "bypass", "only")
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SINGLE_KEYS = frozenset({"entity_id", "features", "cache"})
 _BATCH_KEYS = frozenset({"instances", "cache"})
 _INSTANCE_KEYS = frozenset({"entity_id", "features"})
@@ -153,3 +156,8 @@ def _reject_unknown_keys(body: dict[str, Any], allowed: frozenset[str], prefix: 
 
 def _fmt(bound: float) -> str:
     return str(int(bound)) if bound.is_integer() else str(bound)
+
+
+def request_id_or_new(supplied: str | None) -> str:
+    """Keep a sane client-supplied request id (header or field), else make one."""
+    return supplied if supplied and _REQUEST_ID.match(supplied) else uuid.uuid4().hex

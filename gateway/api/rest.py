@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Annotated, Any
 
 import orjson
@@ -12,10 +10,9 @@ from starlette.requests import ClientDisconnect
 
 from gateway.errors import BodyTooLarge, ClientDisconnected, MalformedBody
 from gateway.service import PredictionService, PredictOutcome
-from gateway.validation import parse_predict_body
+from gateway.validation import parse_predict_body, request_id_or_new
 
 router = APIRouter()
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON = "application/json"
 
 
@@ -129,8 +126,7 @@ async def readyz(service: ServiceDep) -> Response:
 
 
 def _request_id(request: Request) -> str:
-    supplied = request.headers.get("x-request-id")
-    request_id = supplied if supplied and _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    request_id = request_id_or_new(request.headers.get("x-request-id"))
     request.state.request_id = request_id
     return request_id
 

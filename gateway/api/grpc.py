@@ -1,0 +1,303 @@
+"""gRPC transport: proto in → PredictionService → proto out. No business rules here.
+
+Requests are turned into the same dict shapes the REST API decodes from JSON and validated by
+``gateway.validation``, so both transports share one code path. Errors are mapped once, by
+:class:`GatewayErrorInterceptor`, from the ``grpc_status`` each ``GatewayError`` declares.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.config import Settings
+from gateway.errors import GatewayError, InferenceTimeout
+from gateway.service import PredictionService, PredictOutcome
+from gateway.v1._generated import gateway_pb2 as pb
+from gateway.v1._generated import gateway_pb2_grpc as pb_grpc
+from gateway.validation import parse_predict_body, request_id_or_new
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Gateway"].full_name
+# The generated registration function is untyped; this gives it its (simple) signature.
+_add_gateway_servicer: Callable[[GatewayServicer, grpc.aio.Server], None] = (
+    pb_grpc.add_GatewayServicer_to_server
+)
+_CACHE_MODES: dict[int, str] = {
+    pb.CACHE_MODE_UNSPECIFIED: "prefer",
+    pb.CACHE_MODE_PREFER: "prefer",
+    pb.CACHE_MODE_BYPASS: "bypass",
+    pb.CACHE_MODE_ONLY: "only",
+}
+_SOURCES: dict[str, int] = {
+    "cache": pb.SOURCE_CACHE,
+    "model": pb.SOURCE_MODEL,
+    "none": pb.SOURCE_NONE,
+}
+
+
+class GatewayServicer(pb_grpc.GatewayServicer):
+    def __init__(self, service: PredictionService) -> None:
+        self._service = service
+
+    async def Predict(  # noqa: N802 - names come from the proto
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PredictResponse:
+        request_id = _request_id(request.request_id, context)
+        spec = self._service.spec(request.model)
+        body = {
+            "entity_id": request.entity_id,
+            "features": _features(request.features),
+            "cache": _cache_mode(request.cache),
+        }
+        outcome = await _within_deadline(
+            self._service.predict(
+                spec, parse_predict_body(spec, body), timeout_s=context.time_remaining()
+            ),
+            context,
+        )
+        return pb.PredictResponse(
+            model=spec.name,
+            model_version=outcome.model_version,
+            prediction=_prediction(outcome, 0),
+            request_id=request_id,
+        )
+
+    async def PredictBatch(  # noqa: N802
+        self, request: pb.PredictBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PredictBatchResponse:
+        request_id = _request_id(request.request_id, context)
+        spec = self._service.spec(request.model)
+        body = {
+            "instances": [
+                {"entity_id": item.entity_id, "features": _features(item.features)}
+                for item in request.instances
+            ],
+            "cache": _cache_mode(request.cache),
+        }
+        outcome = await _within_deadline(
+            self._service.predict(
+                spec, parse_predict_body(spec, body), timeout_s=context.time_remaining()
+            ),
+            context,
+        )
+        return pb.PredictBatchResponse(
+            model=spec.name,
+            model_version=outcome.model_version,
+            predictions=[_prediction(outcome, i) for i in range(len(outcome.predictions))],
+            request_id=request_id,
+        )
+
+    async def ListModels(  # noqa: N802
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelSummary(
+                    name=spec.name,
+                    version=self._service.served_versions[spec.name],
+                    description=spec.description,
+                )
+                for spec in self._service.specs.values()
+            ]
+        )
+
+    async def GetModel(  # noqa: N802
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ModelInfo:
+        spec = self._service.spec(request.model)
+        body = spec.as_dict()  # the REST body, so both transports describe a model alike
+        return pb.ModelInfo(
+            name=spec.name,
+            description=spec.description,
+            served_version=self._service.served_versions[spec.name],
+            triton=pb.TritonModel(**body["triton"]),
+            entity=pb.Entity(**body["entity"]),
+            max_batch_size=spec.max_batch_size,
+            cache=pb.CachePolicy(**body["cache"]),
+            outputs=[pb.Output(**o) for o in body["outputs"]],
+            features=[pb.Feature(**f) for f in body["features"]],
+        )
+
+
+class GatewayErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+    """The one place a ``GatewayError`` becomes a gRPC status (its declared ``grpc_status``).
+
+    The detail is the error's message; trailing metadata carry ``error-type``, ``field`` (the
+    offending request field, as in REST's problem body) and ``retry-after-s`` where set.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or not method.startswith(f"/{SERVICE_NAME}/")
+        ):
+            return handler
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            _guard(handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+
+def _guard(
+    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(request, context)
+        except GatewayError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # The traceback goes to the server log only; clients get an opaque INTERNAL.
+            log.exception("unhandled error", extra={"transport": "grpc"})
+            await abort_with(context, GatewayError("internal error"))
+
+    return guarded
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: GatewayError) -> NoReturn:
+    metadata: list[tuple[str, str]] = [("error-type", type(error).__name__)]
+    if error.field is not None:
+        metadata.append(("field", error.field))
+    if error.retry_after_s is not None:
+        metadata.append(("retry-after-s", str(error.retry_after_s)))
+    await context.abort(error.grpc_status, error.detail, trailing_metadata=tuple(metadata))
+    raise AssertionError("context.abort() raises")  # for type checkers: grpc has no stubs
+
+
+@contextlib.asynccontextmanager
+async def serve_grpc(settings: Settings, service: PredictionService) -> AsyncIterator[int]:
+    """Serve gRPC on ``settings.grpc_port`` in the running event loop; yields the bound port.
+
+    Shares ``service`` (and so every client) with the REST app. ``grpc.so_reuseport`` lets
+    every uvicorn worker bind the same port; the kernel spreads connections among them.
+    """
+    server = grpc.aio.server(
+        interceptors=[GatewayErrorInterceptor()],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+            ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+        ],
+        # Beyond this many in-flight calls new ones get RESOURCE_EXHAUSTED instead of queueing.
+        maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
+    )
+    _add_gateway_servicer(GatewayServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.http_host}:{settings.grpc_port}")
+    await _update_health(service, health_servicer)
+    await server.start()
+    watcher = asyncio.create_task(
+        _watch_readiness(service, health_servicer, settings.grpc_health_interval_s)
+    )
+    try:
+        yield port
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.grpc_grace_s)
+
+
+async def _update_health(
+    service: PredictionService, health_servicer: health.aio.HealthServicer
+) -> None:
+    """The same checks as ``/readyz``: SERVING only when all of them pass."""
+    try:
+        ready = all((await service.readiness()).values())
+    except GatewayError:
+        ready = False
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if ready
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in (health.OVERALL_HEALTH, SERVICE_NAME):
+        await health_servicer.set(name, status)
+
+
+async def _watch_readiness(
+    service: PredictionService, health_servicer: health.aio.HealthServicer, interval_s: float
+) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await _update_health(service, health_servicer)
+
+
+async def _within_deadline(work: Awaitable[T], context: grpc.aio.ServicerContext[Any, Any]) -> T:
+    """Stop working for a caller whose deadline has passed (it no longer reads the answer)."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return await work
+    try:
+        return await asyncio.wait_for(work, timeout=remaining)
+    except TimeoutError as e:
+        raise InferenceTimeout("the call's deadline passed before the prediction was ready") from e
+
+
+def _request_id(supplied: str, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    if not supplied:
+        metadata = dict(context.invocation_metadata() or ())
+        value = metadata.get("x-request-id", "")
+        supplied = value if isinstance(value, str) else ""
+    return request_id_or_new(supplied)
+
+
+def _features(values: Mapping[str, float]) -> dict[str, float | int]:
+    # proto carries every feature as a double; 0 and 1 go in as ints so that bool features
+    # accept them exactly as the JSON API does (validation checks everything else).
+    return {name: int(v) if v in (0.0, 1.0) else v for name, v in values.items()}
+
+
+def _cache_mode(value: int) -> Any:
+    # An unknown enum number is passed on as is, so validation rejects it naming ``cache``.
+    return _CACHE_MODES.get(value, value)
+
+
+def _prediction(outcome: PredictOutcome, index: int) -> pb.Prediction:
+    p = outcome.predictions[index]
+    names = [o.name for o in outcome.spec.outputs]
+    return pb.Prediction(
+        entity_id=p.entity_id,
+        scores={} if p.scores is None else dict(zip(names, p.scores, strict=True)),
+        source=_SOURCES[p.source],  # type: ignore[arg-type]
+        prediction_age_s=_round(p.prediction_age_s),
+        feature_age_s=_round(p.feature_age_s),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    # The same rounding as the REST body, so the two transports answer alike.
+    return None if value is None else round(value, 3)
