@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import redis
 
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
+from gateway.client import GatewayCallError, GatewayGrpcClient
 from tests.integration.conftest import MODEL_REPOSITORY, SPEC_PATH, wait_until
 from tests.integration.helpers import TYPICAL, cached, put_cached, put_features, reference_score
 from triton_launcher.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/fraud_scorer/predict"
+
+
+async def _grpc_predict_error(target: str, entity: str) -> GatewayCallError:
+    async with GatewayGrpcClient(target, timeout_s=5) as grpc_client:
+        with pytest.raises(GatewayCallError) as raised:
+            await grpc_client.predict("fraud_scorer", entity)
+    return raised.value
 
 
 @pytest.fixture
@@ -59,6 +69,9 @@ def test_readyz_false_and_fast_503_while_triton_is_down(
         assert hit.status_code == 200
         assert hit.json()["source"] == "cache"
         assert client.get("/healthz").status_code == 200
+        grpc_error = asyncio.run(_grpc_predict_error(gateway.grpc_target, entity))
+        assert grpc_error.grpc_code == grpc.StatusCode.UNAVAILABLE
+        assert grpc_error.error_type == "InferenceUnavailable"
 
         own_triton.start()
         wait_until(lambda: client.get("/readyz").status_code == 200, timeout_s=10)
