@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HELM := helm/bin/helm
 
-.PHONY: help setup run test test-fast lint format train helm proto
+.PHONY: help setup run test test-fast lint format train helm bench proto
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,6 +34,10 @@ lint: setup ## ruff + mypy
 format: setup ## apply ruff formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+bench: setup ## side-by-side benchmark (direct Triton, gateway miss/hit, reference gateway) → docs/benchmark.md
+	$(VENV)/bin/pip install -q -e ".[bench]"
+	$(PY) -m benchmarks.run
 
 train: setup ## regenerate the model artifact and demo data (deterministic)
 	$(PY) -m training.train_fraud_scorer

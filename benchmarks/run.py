@@ -1,0 +1,458 @@
+"""``python -m benchmarks.run``: direct Triton vs gateway (miss / hit) vs a reference gateway.
+
+Starts Redis, Triton (response cache OFF) and loads the demo features, then the gateway
+(1 worker) and ``benchmarks/reference_gateway.py`` (uvicorn, 1 worker). For each target:
+
+* throughput at saturation: ``wrk -t2 -c<connections> -d<duration>`` with a generated Lua
+  script that varies the entity id (gateway) or the ``amount`` input (direct Triton, so no
+  two requests carry the same tensor) per request;
+* server CPU per request: utime+stime of the server processes and all their descendants from
+  ``/proc/<pid>/stat`` before/after the saturation run, divided by the requests completed;
+* p50/p99 at a fixed moderate rate: ``benchmarks/openloop.py`` in its own process (wrk2 is not
+  installed; wrk has no rate limit), open loop, latency from the scheduled send time.
+
+Writes ``docs/benchmark.md`` and ``docs/benchmark.png``. Loopback only; every process it
+starts is stopped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from devstack.gateway_process import GatewayProcess
+from devstack.redis_server import RedisServer
+from triton_launcher.launcher import TritonServer
+from triton_launcher.ports import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = ROOT / "config/models.yaml"
+DEMO = ROOT / "data/demo/card_features.csv"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PREDICT = "/v1/models/fraud_scorer/predict"
+
+LUA_COMMON = """
+local counter = 0
+init = function(args)
+  math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+  counter = math.random(0, 1000000)
+end
+done = function(summary, latency, requests)
+  io.write(string.format(
+    "JSON {\\"requests\\": %d, \\"non2xx\\": %d, \\"socket_errors\\": %d, "
+    .. "\\"p50_ms\\": %.3f, \\"p99_ms\\": %.3f}\\n",
+    summary.requests, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+LUA_TRITON = """
+request = function()
+  counter = counter + 1
+  local amount = 1 + counter * 0.013
+  local body = string.format('{"inputs":[{"name":"features","shape":[1,14],"datatype":"FP32",'
+    .. '"data":[%.3f,14,0.2,3.0,1.5,1,0,0,1,4,55.0,900,0,0]}]}', amount)
+  return wrk.format("POST", "/v2/models/fraud_scorer/infer",
+    {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+LUA_GATEWAY = """
+request = function()
+  counter = counter + 1
+  local body = string.format('{"entity_id":"card-%06d"%s}', counter % N_ENTITIES + 1, 'EXTRA')
+  return wrk.format("POST", "PATH", {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+def gateway_lua(n_entities: int, extra: str) -> str:
+    lua = LUA_GATEWAY.replace("N_ENTITIES", str(n_entities)).replace("PATH", PREDICT)
+    return lua.replace("EXTRA", extra)
+
+
+# --- /proc CPU accounting ---------------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU seconds of the whole machine, all cores (from /proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime of each process and all of its live descendants (plus reaped children)."""
+    total = 0
+    for root in pids:
+        for pid in _descendants(root):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # after ")": state=0, ..., utime=11, stime=12, cutime=13, cstime=14
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return total / CLK_TCK
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    key: str
+    label: str
+    url: str
+    lua: str
+    openloop_kind: str
+    server_pids: list[int]  # the service itself (gateway / reference / Triton)
+    stack_pids: list[int]  # everything that serves the request (adds Redis, Triton)
+    result: dict[str, float] = field(default_factory=dict)
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: float, threads: int) -> dict:
+    cmd = [
+        shutil.which("wrk") or "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{int(duration)}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("JSON "))
+    result = json.loads(line[5:])
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
+    result["rps"] = float(rps.group(1)) if rps else result["requests"] / duration
+    return result
+
+
+def run_openloop(url: str, kind: str, rate: float, duration: float) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.openloop", url, kind]
+    cmd += ["--rate", str(rate), "--duration", str(duration)]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=duration + 60, check=True, cwd=ROOT
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
+    script = lua_dir / f"{t.key}.lua"
+    script.write_text(LUA_COMMON + t.lua)
+    print(f"[{t.key}] warm-up 2s ...", flush=True)
+    run_wrk(t.url, script, args.connections, 2, args.threads)
+    time.sleep(0.5)
+    server0, stack0 = cpu_seconds(t.server_pids), cpu_seconds(t.stack_pids)
+    busy0, wrk0 = machine_busy_seconds(), children_cpu_seconds()
+    sat = run_wrk(t.url, script, args.connections, args.duration, args.threads)
+    busy1, wrk1 = machine_busy_seconds(), children_cpu_seconds()
+    server1, stack1 = cpu_seconds(t.server_pids), cpu_seconds(t.stack_pids)
+    n = max(sat["requests"], 1)
+    print(f"[{t.key}] saturation: {sat}", flush=True)
+    time.sleep(0.5)
+    fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration)
+    print(f"[{t.key}] fixed {args.rate:g} req/s: {fixed}", flush=True)
+    t.result = {
+        "rps": sat["rps"],
+        "sat_requests": sat["requests"],
+        "sat_errors": sat["non2xx"] + sat["socket_errors"],
+        "sat_p50_ms": sat["p50_ms"],
+        "sat_p99_ms": sat["p99_ms"],
+        "cpu_ms_server": (server1 - server0) / n * 1000,
+        "cpu_ms_stack": (stack1 - stack0) / n * 1000,
+        "wrk_cpu_s": wrk1 - wrk0,
+        # machine-wide busy CPU not accounted to the stack or wrk: other tenants, kernel
+        "other_cpu_s": (busy1 - busy0) - (stack1 - stack0) - (wrk1 - wrk0),
+        "fixed_rate": fixed["achieved_rate"],
+        "fixed_p50_ms": fixed["p50_ms"],
+        "fixed_p99_ms": fixed["p99_ms"],
+        "fixed_errors": fixed["errors"],
+    }
+
+
+def prewarm(url: str, n: int) -> None:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for i in range(1, n + 1):
+            r = client.post(PREDICT, json={"entity_id": f"card-{i:06d}"})
+            r.raise_for_status()
+        sources = {client.post(PREDICT, json={"entity_id": "card-000001"}).json()["source"]}
+    assert sources == {"cache"}, sources
+
+
+def start_reference(redis_url: str, triton_grpc: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "REF_REDIS_URL": redis_url, "REF_TRITON_URL": triton_grpc}
+    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.reference_gateway:app"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log"]
+    cmd += ["--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"reference gateway exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("reference gateway not ready")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def load_demo(redis_url: str) -> int:
+    from gateway.config import RedisSettings
+    from gateway.ingest import load_features
+    from gateway.spec import load_specs
+    from gateway.store import RedisStore, open_redis
+
+    spec = load_specs(SPEC)["fraud_scorer"]
+    async with open_redis(RedisSettings(url=redis_url)) as client:
+        report = await load_features(RedisStore(client), spec, DEMO)
+    return report.entities
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return [
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}",
+        f"- Machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.platform()}, "
+        f"Python {platform.python_version()}",
+        "- Everything on 127.0.0.1 on this one machine: Redis, Triton (CPU, python backend "
+        "running the ONNX model), gateway (1 uvicorn worker), reference gateway (1 uvicorn "
+        "worker), and the load generators share the same cores.",
+        f"- Triton response cache: **OFF** (`cache_size_bytes={triton_cache}`, no "
+        "`response_cache` block in the model config); direct-Triton inputs are unique per "
+        "request anyway (the `amount` column changes every request).",
+        f"- Saturation: `{wrk_version.split(chr(10))[0].strip()}` `-t{args.threads} "
+        f"-c{args.connections} -d{args.duration:g}s` after a 2 s warm-up, Lua scripts varying "
+        "the entity id per request.",
+        f"- Fixed rate: {args.rate:g} req/s for {args.duration:g} s, open loop "
+        "(`benchmarks/openloop.py`, its own process, 64 keep-alive connections; latency from "
+        "the *scheduled* send time, so queueing is counted). wrk2 is not installed, and wrk "
+        "has no rate limit.",
+        "- CPU/request: utime+stime from `/proc/<pid>/stat` of the process tree (live "
+        "descendants included, e.g. Triton's python-backend stub) before/after the saturation "
+        "run, divided by requests completed. *Service* = the measured server alone (Triton for "
+        "(a), the gateway's uvicorn process for (b)/(c), the reference's for (d)); *stack* = "
+        "service + Redis + Triton. `other CPU s` = machine-wide busy CPU during the saturation "
+        "run minus the stack's and wrk's: near 0 means nothing else competed for the cores.",
+        "- wrk (and, for the fixed-rate runs, the Python generator) run on the same cores, so "
+        "saturation figures are those of servers sharing the machine with the load generator.",
+    ]
+
+
+def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) -> None:
+    by = {t.key: t.result for t in targets}
+    lines = ["# Benchmark: direct Triton vs gateway vs reference gateway", ""]
+    lines += [
+        "Produced by `python -m benchmarks.run "
+        f"--duration {args.duration:g} --connections {args.connections} --rate {args.rate:g}`.",
+        "",
+    ]
+    lines += [*machine_header(args, 0), ""]
+    lines += [
+        "| target | req/s (saturation) | sat. p50 / p99 ms | CPU ms/req service | "
+        f"CPU ms/req stack | p50 ms @{args.rate:g}/s | p99 ms @{args.rate:g}/s | errors | "
+        "other CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in targets:
+        r = t.result
+        lines.append(
+            f"| {t.label} | {r['rps']:,.0f} | {r['sat_p50_ms']:.2f} / {r['sat_p99_ms']:.2f} | "
+            f"{r['cpu_ms_server']:.3f} | {r['cpu_ms_stack']:.3f} | {r['fixed_p50_ms']:.2f} | "
+            f"{r['fixed_p99_ms']:.2f} | {int(r['sat_errors'] + r['fixed_errors'])} | "
+            f"{r['other_cpu_s']:.1f} |"
+        )
+    lines += ["", "Ratios:", ""]
+    lines += [
+        "| ratio | req/s | CPU ms/req (service) | CPU ms/req (stack) |",
+        "|---|---:|---:|---:|",
+    ]
+    for num, den in (("b", "a"), ("c", "a"), ("b", "d")):
+        x, y = by[num], by[den]
+        lines.append(
+            f"| ({num})/({den}) | {x['rps'] / y['rps']:.2f} | "
+            f"{x['cpu_ms_server'] / y['cpu_ms_server']:.2f} | "
+            f"{x['cpu_ms_stack'] / y['cpu_ms_stack']:.2f} |"
+        )
+    a, b, c = by["a"], by["b"], by["c"]
+    checks = (
+        ("gateway miss CPU/request (service) <= 0.25 ms", b["cpu_ms_server"] <= 0.25,
+         f"{b['cpu_ms_server']:.3f} ms"),
+        ("(b)/(a) req/s >= 0.50", b["rps"] / a["rps"] >= 0.5, f"{b['rps'] / a['rps']:.2f}"),
+        ("(c)/(a) req/s >= 1.00", c["rps"] / a["rps"] >= 1.0, f"{c['rps'] / a['rps']:.2f}"),
+        (f"miss p99 <= 10 ms at {args.rate:g} req/s", b["fixed_p99_ms"] <= 10,
+         f"{b['fixed_p99_ms']:.2f} ms"),
+    )  # fmt: skip
+    lines += ["", "Targets from issue #7:", "", "| target | measured | met |", "|---|---:|---|"]
+    lines += [f"| {name} | {value} | {'yes' if ok else 'no'} |" for name, ok, value in checks]
+    lines += [
+        "",
+        "![benchmark](benchmark.png)",
+        "",
+        "Raw results (JSON):",
+        "",
+        "```json",
+        json.dumps({t.key: t.result for t in targets}, indent=1),
+        "```",
+        "",
+    ]
+    out_md.write_text("\n".join(lines))
+
+
+def plot(targets: list[Target], args: argparse.Namespace, out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [t.label.replace(" ", "\n", 1) for t in targets]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.5))
+    panels = (
+        ("req/s at saturation", [t.result["rps"] for t in targets], "{:,.0f}"),
+        ("server CPU ms / request (stack)", [t.result["cpu_ms_stack"] for t in targets], "{:.3g}"),
+        (f"p99 ms at {args.rate:g} req/s", [t.result["fixed_p99_ms"] for t in targets], "{:.3g}"),
+    )
+    colors = ["#777777", "#1f77b4", "#2ca02c", "#d62728"]
+    for ax, (title, values, fmt) in zip(axes, panels, strict=True):
+        bars = ax.bar(labels, values, color=colors[: len(values)])
+        ax.bar_label(bars, fmt=fmt, fontsize=8)
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(f"wrk -c{args.connections}, 127.0.0.1, Triton response cache off")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--duration", type=float, default=8, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--rate", type=float, default=500, help="fixed-rate req/s")
+    parser.add_argument("--hit-entities", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmark.md")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("error: wrk not found on PATH (apt-get install -y wrk)", file=sys.stderr)
+        return 1
+
+    redis = RedisServer()
+    triton = TritonServer(ROOT / "model_repository", cache_size_bytes=0)
+    gateway: GatewayProcess | None = None
+    reference: subprocess.Popen[bytes] | None = None
+    lua_dir = Path(tempfile.mkdtemp(prefix="gw-bench-lua-"))
+    try:
+        print("starting redis + triton ...", flush=True)
+        redis.start()
+        triton.start()
+        print(f"loaded {asyncio.run(load_demo(redis.url))} demo entities", flush=True)
+        gateway = GatewayProcess(
+            spec_path=SPEC, redis_url=redis.url, triton_url=triton.grpc_url, workers=1
+        ).start()
+        reference, ref_url = start_reference(redis.url, triton.grpc_url)
+        assert gateway._process is not None
+        assert redis._process is not None
+        triton_pid, redis_pid = triton.pid, redis._process.pid
+        assert triton_pid is not None
+        gw_pid, ref_pid = gateway._process.pid, reference.pid
+        print(f"prewarming {args.hit_entities} entities in the prediction cache ...", flush=True)
+        prewarm(gateway.url, args.hit_entities)
+
+        backend = [redis_pid, triton_pid]
+        targets = [
+            Target("a", "(a) direct Triton", triton.http_url, LUA_TRITON, "triton",
+                   [triton_pid], [triton_pid]),
+            Target("b", "(b) gateway miss", gateway.url, gateway_lua(10_000, ',"cache":"bypass"'),
+                   "bypass", [gw_pid], [gw_pid, *backend]),
+            Target("c", "(c) gateway hit", gateway.url, gateway_lua(args.hit_entities, ""),
+                   "hit", [gw_pid], [gw_pid, *backend]),
+            Target("d", "(d) reference miss", ref_url, gateway_lua(10_000, ',"cache":"bypass"'),
+                   "ref", [ref_pid], [ref_pid, *backend]),
+        ]  # fmt: skip
+        for t in targets:
+            measure(t, args, lua_dir)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_report(targets, args, args.out)
+        plot(targets, args, args.out.with_suffix(".png"))
+        print(args.out.read_text(), flush=True)
+        return 0
+    finally:
+        print("stopping reference gateway, gateway, triton, redis ...", flush=True)
+        stop_process(reference)
+        if gateway is not None:
+            gateway.stop()
+        triton.stop()
+        redis.close()
+        shutil.rmtree(lua_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
