@@ -61,6 +61,8 @@ class RedisStore:
 
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        # The HMGET field list per model, built once instead of on every request.
+        self._hmget_fields: dict[str, list[str]] = {}
 
     async def ping(self) -> bool:
         try:
@@ -76,8 +78,11 @@ class RedisStore:
         read_cache: Sequence[bool],
     ) -> list[EntityRecord]:
         """Features (and, where asked, the cached prediction) of each entity, one round trip."""
-        fields = [f.name for f in spec.features]
-        fields.append(WRITTEN_AT_FIELD)
+        fields = self._hmget_fields.get(spec.name)
+        if fields is None:
+            fields = [f.name for f in spec.features]
+            fields.append(WRITTEN_AT_FIELD)
+            self._hmget_fields[spec.name] = fields
         pipe = self._client.pipeline(transaction=False)
         for entity_id, with_cache in zip(entity_ids, read_cache, strict=True):
             pipe.hmget(feature_key(spec.entity_namespace, entity_id), fields)

@@ -157,9 +157,8 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise MalformedBody(f"request body is not valid JSON: {e.msg}", field="body") from e
 
 
-def _prediction_body(outcome: PredictOutcome, index: int) -> dict[str, Any]:
+def _prediction_body(outcome: PredictOutcome, index: int, names: list[str]) -> dict[str, Any]:
     p = outcome.predictions[index]
-    names = [o.name for o in outcome.spec.outputs]
     return {
         "entity_id": p.entity_id,
         "scores": None if p.scores is None else dict(zip(names, p.scores, strict=True)),
@@ -171,15 +170,18 @@ def _prediction_body(outcome: PredictOutcome, index: int) -> dict[str, Any]:
 
 def _single(outcome: PredictOutcome) -> dict[str, Any]:
     body = {"model": outcome.spec.name, "model_version": outcome.model_version}
-    body.update(_prediction_body(outcome, 0))
+    body.update(_prediction_body(outcome, 0, [o.name for o in outcome.spec.outputs]))
     return body
 
 
 def _batch(outcome: PredictOutcome) -> dict[str, Any]:
+    names = [o.name for o in outcome.spec.outputs]
     return {
         "model": outcome.spec.name,
         "model_version": outcome.model_version,
-        "predictions": [_prediction_body(outcome, i) for i in range(len(outcome.predictions))],
+        "predictions": [
+            _prediction_body(outcome, i, names) for i in range(len(outcome.predictions))
+        ],
     }
 
 

@@ -18,25 +18,12 @@ from gateway.spec import (
     parse_specs,
     resolve_version,
 )
+from training.fraud_data import FEATURE_NAMES
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "config/models.yaml"
 
-EXPECTED_ORDER = [
-    "amount",
-    "hour_of_day",
-    "merchant_category_risk",
-    "distance_from_home_km",
-    "distance_from_last_txn_km",
-    "card_present",
-    "is_online",
-    "foreign_transaction",
-    "txn_count_1h",
-    "txn_count_24h",
-    "avg_amount_30d",
-    "account_age_days",
-    "failed_auth_24h",
-    "chargebacks_365d",
-]
+# The spec's column order is the training order: one list, owned by the training code.
+EXPECTED_ORDER = list(FEATURE_NAMES)
 
 
 def raw_spec() -> dict[str, Any]:
