@@ -12,8 +12,8 @@ help: ## list targets
 setup: ## install redis-server, the virtualenv and pinned packages (idempotent)
 	@scripts/setup.sh
 
-run: setup ## start Redis + Triton + gateway with demo features on http://127.0.0.1:8080
-	$(PY) -m devstack
+run: setup ## start Redis + Triton + gateway with demo features on http://127.0.0.1:8080 (ARGS=--no-auth: no API keys)
+	$(PY) -m devstack $(ARGS)
 
 $(HELM):
 	@scripts/install_helm.sh

@@ -37,11 +37,16 @@ def body_for(kind: str, i: int, hit_entities: int) -> tuple[str, bytes]:
 
 
 async def _request(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, path: str, body: bytes
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host: str,
+    path: str,
+    body: bytes,
+    extra_headers: str = "",
 ) -> int:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{extra_headers}Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     writer.write(head + body)
     raw = await reader.readuntil(b"\r\n\r\n")
@@ -56,7 +61,10 @@ async def _request(
     return status
 
 
-async def run(url: str, kind: str, rate: float, duration: float, pool: int, hit: int) -> dict:
+async def run(
+    url: str, kind: str, rate: float, duration: float, pool: int, hit: int, api_key: str = ""
+) -> dict:
+    extra_headers = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     conns: asyncio.Queue = asyncio.Queue()
@@ -71,7 +79,7 @@ async def run(url: str, kind: str, rate: float, duration: float, pool: int, hit:
         path, body = body_for(kind, i, hit)
         reader, writer = await conns.get()
         try:
-            status = await _request(reader, writer, host, path, body)
+            status = await _request(reader, writer, host, path, body, extra_headers)
             if status != 200:
                 errors += 1
         except (OSError, asyncio.IncompleteReadError, ValueError):
@@ -116,6 +124,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=8)
     parser.add_argument("--pool", type=int, default=64)
     parser.add_argument("--hit-entities", type=int, default=2000)
+    parser.add_argument("--api-key", default="", help="sent as 'Authorization: Bearer'")
     args = parser.parse_args()
     try:
         import uvloop
@@ -124,7 +133,15 @@ def main() -> int:
     except ImportError:
         pass
     result = asyncio.run(
-        run(args.url, args.kind, args.rate, args.duration, args.pool, args.hit_entities)
+        run(
+            args.url,
+            args.kind,
+            args.rate,
+            args.duration,
+            args.pool,
+            args.hit_entities,
+            args.api_key,
+        )
     )
     print(json.dumps(result))
     return 0

@@ -30,7 +30,7 @@ FEATURES = [f["name"] for f in SPEC["features"]]
 DEFAULTS = {f["name"]: f.get("default") for f in SPEC["features"]}
 VERSION = SPEC["triton"]["version"]
 TTL_S = SPEC["cache"]["ttl_s"]
-MAX_STALENESS_S = SPEC["cache"]["max_staleness_s"]
+MAX_STALENESS_S = SPEC["cache"]["max_age_s"]
 
 state: dict[str, object] = {}
 

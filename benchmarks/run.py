@@ -77,14 +77,15 @@ LUA_GATEWAY = """
 request = function()
   counter = counter + 1
   local body = string.format('{"entity_id":"card-%06d"%s}', counter % N_ENTITIES + 1, 'EXTRA')
-  return wrk.format("POST", "PATH", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "PATH", {["Content-Type"] = "application/json"AUTH}, body)
 end
 """
 
 
-def gateway_lua(n_entities: int, extra: str) -> str:
+def gateway_lua(n_entities: int, extra: str, api_key: str | None = None) -> str:
     lua = LUA_GATEWAY.replace("N_ENTITIES", str(n_entities)).replace("PATH", PREDICT)
-    return lua.replace("EXTRA", extra)
+    auth = f', ["Authorization"] = "Bearer {api_key}"' if api_key else ""
+    return lua.replace("EXTRA", extra).replace("AUTH", auth)
 
 
 # --- /proc CPU accounting ---------------------------------------------------------------
@@ -148,6 +149,8 @@ class Target:
     server_pids: list[int]  # the service itself (gateway / reference / Triton)
     stack_pids: list[int]  # everything that serves the request (adds Redis, Triton)
     result: dict[str, float] = field(default_factory=dict)
+    # The gateway runs with auth on (its default): requests carry this key. The reference: None.
+    api_key: str | None = None
 
 
 def run_wrk(url: str, script: Path, connections: int, duration: float, threads: int) -> dict:
@@ -170,9 +173,13 @@ def run_wrk(url: str, script: Path, connections: int, duration: float, threads: 
     return result
 
 
-def run_openloop(url: str, kind: str, rate: float, duration: float) -> dict:
+def run_openloop(
+    url: str, kind: str, rate: float, duration: float, api_key: str | None = None
+) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.openloop", url, kind]
     cmd += ["--rate", str(rate), "--duration", str(duration)]
+    if api_key:
+        cmd += ["--api-key", api_key]
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration + 60, check=True, cwd=ROOT
     )
@@ -193,7 +200,7 @@ def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
     n = max(sat["requests"], 1)
     print(f"[{t.key}] saturation: {sat}", flush=True)
     time.sleep(0.5)
-    fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration)
+    fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration, t.api_key)
     print(f"[{t.key}] fixed {args.rate:g} req/s: {fixed}", flush=True)
     t.result = {
         "rps": sat["rps"],
@@ -213,8 +220,8 @@ def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
     }
 
 
-def prewarm(url: str, n: int) -> None:
-    with httpx.Client(base_url=url, timeout=10) as client:
+def prewarm(url: str, n: int, headers: dict[str, str] | None = None) -> None:
+    with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
         for i in range(1, n + 1):
             r = client.post(PREDICT, json={"entity_id": f"card-{i:06d}"})
             r.raise_for_status()
@@ -293,6 +300,8 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
         "(`benchmarks/openloop.py`, its own process, 64 keep-alive connections; latency from "
         "the *scheduled* send time, so queueing is counted). wrk2 is not installed, and wrk "
         "has no rate limit.",
+        "- The gateway runs as deployed, API-key auth on (each request carries its key; "
+        "docs/security.md measures what auth costs); the reference gateway has no auth.",
         "- CPU/request: utime+stime from `/proc/<pid>/stat` of the process tree (live "
         "descendants included, e.g. Triton's python-backend stub) before/after the saturation "
         "run, divided by requests completed. *Service* = the measured server alone (Triton for "
@@ -424,16 +433,18 @@ def main(argv: list[str] | None = None) -> int:
         assert triton_pid is not None
         gw_pid, ref_pid = gateway._process.pid, reference.pid
         print(f"prewarming {args.hit_entities} entities in the prediction cache ...", flush=True)
-        prewarm(gateway.url, args.hit_entities)
+        prewarm(gateway.url, args.hit_entities, gateway.headers)
 
         backend = [redis_pid, triton_pid]
+        key = gateway.api_key
         targets = [
             Target("a", "(a) direct Triton", triton.http_url, LUA_TRITON, "triton",
                    [triton_pid], [triton_pid]),
-            Target("b", "(b) gateway miss", gateway.url, gateway_lua(10_000, ',"cache":"bypass"'),
-                   "bypass", [gw_pid], [gw_pid, *backend]),
-            Target("c", "(c) gateway hit", gateway.url, gateway_lua(args.hit_entities, ""),
-                   "hit", [gw_pid], [gw_pid, *backend]),
+            Target("b", "(b) gateway miss", gateway.url,
+                   gateway_lua(10_000, ',"cache":"bypass"', key), "bypass", [gw_pid],
+                   [gw_pid, *backend], api_key=key),
+            Target("c", "(c) gateway hit", gateway.url, gateway_lua(args.hit_entities, "", key),
+                   "hit", [gw_pid], [gw_pid, *backend], api_key=key),
             Target("d", "(d) reference miss", ref_url, gateway_lua(10_000, ',"cache":"bypass"'),
                    "ref", [ref_pid], [ref_pid, *backend]),
         ]  # fmt: skip

@@ -1,5 +1,10 @@
 """``python -m devstack``: Redis + Triton + gateway on this machine, demo features loaded.
 
+Access control is on, as in production: each start mints a fresh development API key into
+``.run/devstack/keys.yaml`` (hash only) and prints the key; it is also in
+``.run/devstack/api-key`` for scripts (``export GATEWAY_API_KEY=$(cat .run/devstack/api-key)``).
+``--no-auth`` runs without access control, and says so loudly.
+
 Ctrl-C (or SIGTERM) stops all three: uvicorn handles the signal and drains the gateway,
 then Triton and Redis are stopped in reverse order of starting.
 """
@@ -14,11 +19,13 @@ import time
 from pathlib import Path
 
 from devstack.redis_server import RedisServer, RedisStartError
-from gateway.config import RedisSettings, Settings, TritonSettings
+from gateway.config import AuthSettings, RedisSettings, Settings, TritonSettings
+from gateway.keys import mint, write_keys_file
 from triton_launcher.errors import TritonLaunchError
 from triton_launcher.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
+WORK_DIR = ROOT / ".run/devstack"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--demo-data", type=Path, default=ROOT / "data/demo/card_features.csv")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--no-auth", action="store_true", help="run WITHOUT API keys (local experiments only)"
+    )
     args = parser.parse_args(argv)
 
     # uvicorn re-raises SIGTERM after its graceful shutdown; with the default action the
@@ -57,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             redis=RedisSettings(url=redis.url),
             triton=TritonSettings(url=triton.grpc_url),
+            auth=_dev_auth(args.no_auth),
         )
         asyncio.run(_load_demo(settings, args.demo_data))
         _print_banner(settings, time.perf_counter() - started)
@@ -74,6 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         redis.close()
 
 
+def _dev_auth(disabled: bool) -> AuthSettings:
+    """A fresh key for every model (the previous dev key stops working), or auth off."""
+    if disabled:
+        return AuthSettings(enabled=False)
+    keys_file = WORK_DIR / "keys.yaml"
+    key, entry = mint("devstack", ["*"])
+    write_keys_file(keys_file, [entry])
+    key_file = WORK_DIR / "api-key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    # /docs stays usable in a browser ("Authorize" takes the key); /openapi.json is public.
+    return AuthSettings(keys_file=keys_file, public_docs=True)
+
+
 async def _load_demo(settings: Settings, path: Path) -> None:
     from gateway.ingest import load_features
     from gateway.spec import load_specs
@@ -87,17 +112,32 @@ async def _load_demo(settings: Settings, path: Path) -> None:
 
 def _print_banner(settings: Settings, elapsed_s: float) -> None:
     url = f"http://127.0.0.1:{settings.http_port}"
+    if settings.auth.enabled:
+        key = (WORK_DIR / "api-key").read_text().strip()
+        auth_header = f"-H 'Authorization: Bearer {key}' "
+        auth_note = (
+            f"API key (every model, this run only): {key}\n"
+            f"  also in {WORK_DIR / 'api-key'}: "
+            "export GATEWAY_API_KEY=$(cat .run/devstack/api-key)\n"
+        )
+    else:
+        auth_header = ""
+        auth_note = (
+            "!!! ACCESS CONTROL IS DISABLED (--no-auth): anyone who reaches these ports can "
+            "call every model !!!\n"
+        )
     print(
         f"""
 stack up in {elapsed_s:.1f}s (gateway starting) — gateway: {url}   docs: {url}/docs
   gRPC   127.0.0.1:{settings.grpc_port} (gateway.v1.Gateway; reflection on)
   redis  {settings.redis.url}    triton gRPC {settings.triton.url}
 
+{auth_note}
 try:
-  curl -s -X POST {url}/v1/models/fraud_scorer/predict \\
+  curl -s -X POST {url}/v1/models/fraud_scorer/predict {auth_header}\\
        -H 'content-type: application/json' \\
        -d '{{"entity_id": "card-000042", "features": {{"amount": 912.5, "is_online": true}}}}'
-  curl -s -X POST {url}/v1/models/fraud_scorer/predict \\
+  curl -s -X POST {url}/v1/models/fraud_scorer/predict {auth_header}\\
        -H 'content-type: application/json' -d '{{"entity_id": "card-000042"}}'
 
 Ctrl-C stops gateway, triton and redis.

@@ -1,8 +1,14 @@
-"""Run ``python -m gateway serve`` as a subprocess: the real CLI, server and transport."""
+"""Run ``python -m gateway serve`` as a subprocess: the real CLI, server and transport.
+
+Auth is on, as in production: unless given a keys file, each process gets a keys file of its
+own with one freshly minted key for every model (``api_key``, ``headers``, ``grpc_metadata``).
+``auth=False`` turns access control off explicitly.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +20,7 @@ from types import TracebackType
 
 import httpx
 
+from gateway.keys import mint, write_keys_file
 from triton_launcher.ports import free_port
 
 
@@ -34,11 +41,26 @@ class GatewayProcess:
         env: Mapping[str, str] | None = None,
         wait_for: str = "/readyz",
         startup_timeout_s: float = 60.0,
+        auth: bool = True,
+        keys_file: Path | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.port = port or free_port()
         # Each gateway gets its own gRPC port: with SO_REUSEPORT two gateways on one port
         # would silently share (and split) the traffic.
         self.grpc_port = grpc_port or free_port()
+        self.api_key = api_key
+        """The key this harness calls with (minted here when no keys file is given)."""
+        self._keys_dir: Path | None = None
+        if auth and keys_file is None:
+            self._keys_dir = Path(tempfile.mkdtemp(prefix="gw-keys-"))
+            keys_file = self._keys_dir / "keys.yaml"
+            self.api_key, entry = mint("devstack", ["*"])
+            write_keys_file(keys_file, [entry])
+        self.keys_file = keys_file
+        auth_env = {"GATEWAY_AUTH__ENABLED": "true" if auth else "false"}
+        if keys_file is not None:
+            auth_env["GATEWAY_AUTH__KEYS_FILE"] = str(keys_file)
         self._env = {
             **os.environ,
             "GATEWAY_SPEC_PATH": str(spec_path),
@@ -48,6 +70,7 @@ class GatewayProcess:
             "GATEWAY_WORKERS": str(workers),
             "GATEWAY_REDIS__URL": redis_url,
             "GATEWAY_TRITON__URL": triton_url,
+            **auth_env,
             **(env or {}),
         }
         self._wait_for = wait_for
@@ -62,6 +85,20 @@ class GatewayProcess:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers carrying ``api_key`` (empty without one)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    @property
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """gRPC call metadata carrying ``api_key`` (empty without one)."""
+        return (("authorization", f"Bearer {self.api_key}"),) if self.api_key else ()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
 
     def start(self) -> GatewayProcess:
         with self._log.open("ab") as log:
@@ -101,6 +138,11 @@ class GatewayProcess:
                 process.wait()
         return process.returncode
 
+    def wait(self, timeout_s: float) -> int:
+        """Wait for the process to exit on its own (e.g. after a SIGTERM sent via ``pid``)."""
+        assert self._process is not None, "not started"
+        return self._process.wait(timeout=timeout_s)
+
     def log_tail(self, lines: int = 40) -> str:
         return "\n".join(self._log.read_text(errors="replace").splitlines()[-lines:])
 
@@ -115,3 +157,5 @@ class GatewayProcess:
     ) -> None:
         self.stop()
         self._log.unlink(missing_ok=True)
+        if self._keys_dir is not None:
+            shutil.rmtree(self._keys_dir, ignore_errors=True)

@@ -99,6 +99,13 @@ class RedisServer:
             process.kill()
             process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown (no save, connections reset)."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -7,15 +7,24 @@ from contextlib import asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.api.grpc import serve_grpc
+from gateway.api.grpc import SERVICE_NAME, serve_grpc
+from gateway.api.grpc_guard import GuardInterceptor
+from gateway.api.middleware import install_guard
+from gateway.api.openapi import install_openapi
 from gateway.api.problems import install_problem_handlers
 from gateway.api.rest import router
+from gateway.breaker import CircuitBreaker
 from gateway.config import Settings
+from gateway.guard import Guard
 from gateway.service import PredictionService
 from gateway.spec import load_specs
 from gateway.startup import verify_models
 from gateway.store import RedisStore, open_redis
+from gateway.telemetry.grpc import TelemetryInterceptor
+from gateway.telemetry.http import install_telemetry
+from gateway.telemetry.lifespan import telemetry_running
 from gateway.triton import TritonClient
 
 
@@ -23,23 +32,42 @@ class State(TypedDict):
     service: PredictionService
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> FastAPI:
+    """``tracer_provider``: tests pass an SDK provider; otherwise ``OTEL_*`` decide."""
     # The spec is read here, not in the lifespan, so a bad file fails before binding ports.
     specs = load_specs(settings.spec_path)
+    # Likewise the API keys: auth on without a valid keys file stops start-up here.
+    guard = Guard.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
         async with (
             open_redis(settings.redis) as redis_client,
             TritonClient(settings.triton) as triton,
+            guard.running(),
+            telemetry_running(tracer_provider),
         ):
             versions = await verify_models(
                 specs, triton, url=settings.triton.url, wait_s=settings.triton.startup_wait_s
             )
-            service = PredictionService(specs, versions, RedisStore(redis_client), triton)
+            store = RedisStore(
+                redis_client,
+                breaker=CircuitBreaker(
+                    "redis",
+                    failure_threshold=settings.redis.breaker_failures,
+                    open_s=settings.redis.breaker_open_s,
+                ),
+            )
+            service = PredictionService(
+                specs, versions, store, triton, redis_bound_s=settings.redis.socket_timeout_s
+            )
             try:
                 # gRPC runs in this event loop and shares the service (and so every client).
-                async with serve_grpc(settings, service):
+                telemetry = TelemetryInterceptor(
+                    SERVICE_NAME, specs, slow_request_s=settings.slow_request_s
+                )
+                guarded = GuardInterceptor(guard, SERVICE_NAME)
+                async with serve_grpc(settings, service, [telemetry, guarded]):
                     yield {"service": service}
             finally:
                 await service.drain()
@@ -53,6 +81,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.include_router(router)
     install_problem_handlers(app)
+    install_guard(app, guard, settings)
+    install_openapi(app, auth=guard.keyring is not None)
+    # Last, so outermost: it sees every answer, the guard's included.
+    install_telemetry(app, specs, slow_request_s=settings.slow_request_s)
     return app
 
 

@@ -2,14 +2,17 @@
 
 Keys carry model name AND version (``gw:p:<model>:<version>:<entity>``) so a new model
 version never serves an old version's answers. The record remembers when it was scored and
-the write time of the features it was computed from, so newer stored features make it stale.
+the event time of the features it was computed from, so newer stored features retire it.
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import orjson
+
+from gateway.spec import ServingPolicy
 
 PREDICTION_PREFIX = "gw:p"
 
@@ -26,7 +29,7 @@ class CachedPrediction:
     scored_at: float
     """Unix time the prediction was computed."""
     features_at: float | None
-    """Write time of the stored features it was computed from (None: none were stored)."""
+    """Event time of the stored features it was computed from (None: none were stored)."""
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -49,12 +52,32 @@ class CachedPrediction:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
-    def is_fresh(
-        self, *, now: float, version: str, max_staleness_s: float, features_at: float | None
-    ) -> bool:
-        """Servable: same model version, young enough, and not older than its features."""
-        if self.model_version != version or now - self.scored_at > max_staleness_s:
-            return False
-        if features_at is None:
-            return True
-        return self.features_at is not None and features_at <= self.features_at
+    def usability(
+        self, *, now: float, version: str, policy: ServingPolicy, features_at: float | None
+    ) -> Usability:
+        """Which rung of the ladder may serve this record now.
+
+        Never usable: another model version, or features stored after it was computed (its
+        inputs are out of date). Otherwise by age: fresh, stale-while-revalidate, fallback-only.
+        """
+        if self.model_version != version:
+            return Usability.UNUSABLE
+        if features_at is not None and (self.features_at is None or features_at > self.features_at):
+            return Usability.UNUSABLE
+        age = now - self.scored_at
+        if age <= policy.max_age_s:
+            return Usability.FRESH
+        if age <= policy.max_age_s + policy.stale_while_revalidate_s:
+            return Usability.REVALIDATE
+        if age <= policy.max_staleness_s:
+            return Usability.FALLBACK
+        return Usability.UNUSABLE
+
+
+class Usability(enum.Enum):
+    FRESH = "fresh"
+    REVALIDATE = "revalidate"
+    """Serve flagged stale and refresh in the background."""
+    FALLBACK = "fallback"
+    """Serve (flagged) only when real-time scoring fails."""
+    UNUSABLE = "unusable"

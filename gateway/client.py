@@ -20,7 +20,7 @@ from gateway.v1._generated import gateway_pb2 as pb
 from gateway.v1._generated import gateway_pb2_grpc as pb_grpc
 
 CacheMode = Literal["prefer", "bypass", "only"]
-Source = Literal["cache", "model", "none"]
+Source = Literal["cache", "stale", "model", "default", "none"]
 Features = Mapping[str, float | bool]
 
 _PB_CACHE: dict[CacheMode, int] = {
@@ -32,6 +32,8 @@ _PB_SOURCE: dict[int, Source] = {
     pb.SOURCE_CACHE: "cache",
     pb.SOURCE_MODEL: "model",
     pb.SOURCE_NONE: "none",
+    pb.SOURCE_STALE: "stale",
+    pb.SOURCE_DEFAULT: "default",
 }
 
 
@@ -39,10 +41,12 @@ _PB_SOURCE: dict[int, Source] = {
 class EntityScore:
     entity_id: str
     scores: dict[str, float] | None
-    """Score per model output; None only for a batch item with cache="only" and no entry."""
+    """Score per model output; None only for a batch item that got no answer."""
     source: Source
     prediction_age_s: float | None
     feature_age_s: float | None
+    flags: tuple[str, ...] = ()
+    """revalidating, fallback, old_features, no_feature_store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ class GatewayCallError(Exception):
         field: str | None = None,
         http_status: int | None = None,
         grpc_code: grpc.StatusCode | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(f"{error_type}: {detail}" + (f" (field {field})" if field else ""))
         self.error_type = error_type
@@ -86,18 +91,26 @@ class GatewayCallError(Exception):
         self.field = field
         self.http_status = http_status
         self.grpc_code = grpc_code
+        self.retry_after_s = retry_after_s
+        """When the gateway asked to retry later (shed, rate-limited, dependency down)."""
 
 
 class GatewayClient:
-    """REST client over one pooled ``httpx.AsyncClient``."""
+    """REST client over one pooled ``httpx.AsyncClient``; ``api_key`` goes in every request."""
 
     def __init__(
-        self, base_url: str, *, timeout_s: float = 5.0, max_connections: int = 100
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 5.0,
+        max_connections: int = 100,
     ) -> None:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=timeout_s,
             limits=httpx.Limits(max_connections=max_connections),
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
         )
 
     async def predict(
@@ -154,6 +167,7 @@ class GatewayClient:
             str(problem.get("detail", response.reason_phrase)),
             field=problem.get("field"),
             http_status=response.status_code,
+            retry_after_s=_int_or_none(response.headers.get("retry-after")),
         )
 
     async def aclose(self) -> None:
@@ -172,12 +186,19 @@ class GatewayClient:
 
 
 class GatewayGrpcClient:
-    """gRPC client over one ``grpc.aio`` channel; ``timeout_s`` is each call's deadline."""
+    """gRPC client over one ``grpc.aio`` channel; ``timeout_s`` is each call's deadline and
+    ``api_key`` goes in every call's ``authorization`` metadata."""
 
     def __init__(
-        self, target: str, *, timeout_s: float = 5.0, max_message_bytes: int = 4 * 1024 * 1024
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 5.0,
+        max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._timeout_s = timeout_s
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else None
         self._channel = grpc.aio.insecure_channel(
             target,
             options=[
@@ -239,7 +260,9 @@ class GatewayGrpcClient:
 
     async def _call(self, method: Any, request: Any, timeout_s: float | None) -> Any:
         try:
-            return await method(request, timeout=timeout_s or self._timeout_s)
+            return await method(
+                request, timeout=timeout_s or self._timeout_s, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as e:
             trailers = dict(e.trailing_metadata() or ())
             raise GatewayCallError(
@@ -247,6 +270,7 @@ class GatewayGrpcClient:
                 e.details() or "",
                 field=trailers.get("field"),
                 grpc_code=e.code(),
+                retry_after_s=_int_or_none(trailers.get("retry-after-s")),
             ) from e
 
     async def aclose(self) -> None:
@@ -264,6 +288,10 @@ class GatewayGrpcClient:
         await self.aclose()
 
 
+def _int_or_none(value: object) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
 def _pb_features(features: Features | None) -> dict[str, float]:
     return {name: float(value) for name, value in (features or {}).items()}
 
@@ -275,6 +303,7 @@ def _entity_from_json(data: Mapping[str, Any]) -> EntityScore:
         source=data["source"],
         prediction_age_s=data["prediction_age_s"],
         feature_age_s=data["feature_age_s"],
+        flags=tuple(data.get("flags", ())),
     )
 
 
@@ -286,4 +315,5 @@ def _entity_from_pb(p: pb.Prediction) -> EntityScore:
         source=source,
         prediction_age_s=p.prediction_age_s if p.HasField("prediction_age_s") else None,
         feature_age_s=p.feature_age_s if p.HasField("feature_age_s") else None,
+        flags=tuple(p.flags),
     )

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.stream.settings import StreamSettings
 
 
 class RedisSettings(BaseModel):
@@ -26,6 +28,13 @@ class RedisSettings(BaseModel):
     """Upper bound for opening a connection."""
     max_connections: int = 64
     """Connection pool size per process."""
+    pool_timeout_s: float = 1.0
+    """Longest wait for a free pooled connection (a burst's own backlog, not a sick Redis;
+    the request's deadline still bounds it)."""
+    breaker_failures: int = 5
+    """Consecutive failed round trips that open the circuit (calls then fail at once)."""
+    breaker_open_s: float = 1.0
+    """How long the circuit stays open before one probe round trip is let through."""
 
     def resolved_password(self) -> str | None:
         if self.password_file is not None:
@@ -44,6 +53,54 @@ class TritonSettings(BaseModel):
     """How long start-up waits for the served models to become ready."""
     max_message_bytes: int = 16 * 1024 * 1024
     """gRPC send/receive limit on the Triton channel (a full batch fits easily)."""
+    breaker_failures: int = 5
+    """Consecutive unavailable/timeout answers that open the circuit (calls then fail at once)."""
+    breaker_open_s: float = 1.0
+    """How long the circuit stays open before one probe call is let through."""
+
+
+class AuthSettings(BaseModel):
+    """API-key access control (docs/security.md). On unless explicitly disabled."""
+
+    enabled: bool = True
+    """Require an API key on every route but health, metrics (and docs when public_docs)."""
+    keys_file: Path | None = None
+    """YAML/JSON keys file (hashes only, a mounted Secret); required when enabled."""
+    reload_interval_s: float = 5.0
+    """How often the keys file's mtime is checked; a changed file is re-read (rotation)."""
+    cache_size: int = 4096
+    """Verified keys remembered per process (LRU): one dict lookup per request after that."""
+    public_docs: bool = False
+    """Serve /docs and /openapi.json without a key (they describe the API, hold no data)."""
+
+    @field_validator("keys_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # GATEWAY_AUTH__KEYS_FILE= (empty) must read as "not set", not as the directory ".".
+        return None if value == "" else value
+
+
+class LimitSettings(BaseModel):
+    """Overload shedding: a bound on in-flight requests per process, REST and gRPC together."""
+
+    max_in_flight: int = 256
+    """Beyond this many in-flight API requests new ones get 503 / RESOURCE_EXHAUSTED at once
+    (health endpoints are never shed); 0 = no bound."""
+    retry_after_s: int = 1
+    """Retry-After sent with a shed request."""
+
+
+class RateLimitSettings(BaseModel):
+    """Per-client token buckets in Redis, shared by every replica (gateway/ratelimit.py)."""
+
+    default_per_s: float = 0.0
+    """Tokens per second for keys that declare no rate_limit; 0 = unlimited (no Redis call)."""
+    default_burst: int = 0
+    """Bucket size for those keys; 0 = one second's worth (at least 1)."""
+    timeout_s: float = 0.1
+    """Bound on the limiter's Redis round trip; on any Redis error the limiter fails open."""
+    fail_open_s: float = 1.0
+    """After a Redis error, requests pass unchecked for this long before Redis is tried again."""
 
 
 class Settings(BaseSettings):
@@ -62,7 +119,8 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = 4 * 1024 * 1024
     """gRPC send/receive limit per message (a full batch request is far smaller)."""
     grpc_max_concurrent_rpcs: int = 1024
-    """In-flight gRPC calls per process; beyond it new calls get RESOURCE_EXHAUSTED."""
+    """Backstop on all gRPC calls (health included); beyond it RESOURCE_EXHAUSTED. API calls
+    are shed earlier by ``limits.max_in_flight``, shared with REST."""
     grpc_health_interval_s: float = 1.0
     """How often the gRPC health service re-runs the ``/readyz`` checks."""
     grpc_grace_s: float = 5.0
@@ -70,7 +128,18 @@ class Settings(BaseSettings):
     workers: int = 1
     """uvicorn worker processes; one per core is the usual choice."""
     log_level: str = "warning"
+    slow_request_s: float = 0.5
+    """API requests slower than this get one WARNING log line each (no per-request INFO)."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger ones get 413 before parsing."""
+    shutdown_grace_s: int = 10
+    """On SIGTERM: how long in-flight HTTP requests may finish before they are cancelled
+    (then gRPC gets ``grpc_grace_s``); the pod's terminationGracePeriodSeconds must cover
+    preStop + both."""
     redis: RedisSettings = Field(default_factory=RedisSettings)
     triton: TritonSettings = Field(default_factory=TritonSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    """The event-driven lane's worker (``stream-worker``); see docs/stream-lane.md."""

@@ -17,7 +17,8 @@ class GatewayError(Exception):
     http_status: ClassVar[int] = 500
     grpc_status: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     title: ClassVar[str] = "Internal error"
-    retry_after_s: ClassVar[int | None] = None
+    retry_after_s: int | None = None
+    """Class default; an instance may carry its own (a rate limit's computed wait)."""
 
     def __init__(self, detail: str, *, field: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -79,6 +80,20 @@ class PredictionNotCached(GatewayError):
     title = "No cached prediction"
 
 
+class NamespaceNotFound(GatewayError):
+    http_status = 404
+    grpc_status = grpc.StatusCode.NOT_FOUND
+    title = "Entity namespace not found"
+
+
+class FeaturesTooOld(GatewayError):
+    """The entity's stored features are older than the model's feature_freshness bound."""
+
+    http_status = 422
+    grpc_status = grpc.StatusCode.FAILED_PRECONDITION
+    title = "Features too old"
+
+
 class DependencyUnavailable(GatewayError):
     http_status = 503
     grpc_status = grpc.StatusCode.UNAVAILABLE
@@ -94,11 +109,17 @@ class InferenceUnavailable(DependencyUnavailable):
     title = "Inference server unavailable"
 
 
-class InferenceTimeout(GatewayError):
+class DeadlineExceeded(GatewayError):
+    """The request's deadline passed (or is too close to do the work) before an answer."""
+
     http_status = 504
     grpc_status = grpc.StatusCode.DEADLINE_EXCEEDED
-    title = "Inference deadline exceeded"
+    title = "Deadline exceeded"
     retry_after_s = 1
+
+
+class InferenceTimeout(DeadlineExceeded):
+    title = "Inference deadline exceeded"
 
 
 class InferenceFailed(GatewayError):
@@ -109,5 +130,46 @@ class InferenceFailed(GatewayError):
     title = "Inference failed"
 
 
+class Unauthenticated(GatewayError):
+    """No API key, or one that is unknown, malformed or revoked (never says which)."""
+
+    http_status = 401
+    grpc_status = grpc.StatusCode.UNAUTHENTICATED
+    title = "Unauthenticated"
+
+
+class PermissionDenied(GatewayError):
+    """A valid API key asked for a model that is not on its allow-list."""
+
+    http_status = 403
+    grpc_status = grpc.StatusCode.PERMISSION_DENIED
+    title = "Permission denied"
+
+
+class RateLimited(GatewayError):
+    """The client's token bucket is empty; ``retry_after_s`` says when the next token comes."""
+
+    http_status = 429
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    title = "Rate limit exceeded"
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(GatewayError):
+    """The process is at its in-flight bound; the request was shed before any work."""
+
+    http_status = 503
+    grpc_status = grpc.StatusCode.RESOURCE_EXHAUSTED
+    title = "Overloaded"
+    retry_after_s = 1
+
+
 class SpecError(Exception):
     """The model spec is invalid or disagrees with Triton; start-up must stop."""
+
+
+class KeysFileError(Exception):
+    """The API keys file is missing or invalid (at start-up this stops the gateway)."""

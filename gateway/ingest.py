@@ -1,7 +1,9 @@
 """Load entity features from CSV or Parquet into the feature store.
 
 The whole file is validated against the model spec before anything is written, so a bad
-file is rejected with the row and column named and leaves Redis untouched.
+file is rejected with the row and column named and leaves Redis untouched. An optional
+``event_time`` column (Unix seconds) says when each row's values were true; without it every
+row is as of the load. Rows older than what is stored are skipped, never applied.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from gateway.errors import InvalidRequest
+from gateway.features import FeatureUpdate
 from gateway.spec import ModelSpec
 from gateway.store import RedisStore
-from gateway.validation import coerce_feature, parse_entity_id
+from gateway.validation import coerce_feature, parse_entity_id, parse_event_time
+
+EVENT_TIME_COLUMN = "event_time"
 
 
 class IngestError(ValueError):
@@ -28,6 +33,7 @@ class IngestError(ValueError):
 @dataclass(frozen=True, slots=True)
 class IngestReport:
     entities: int
+    skipped_older: int
     features: list[str]
     seconds: float
 
@@ -45,16 +51,18 @@ def read_table(path: Path) -> pa.Table:
     raise IngestError(f"{path}: unsupported file type {suffix!r} (use .csv or .parquet)")
 
 
-def validate_rows(spec: ModelSpec, table: pa.Table) -> list[tuple[str, dict[str, float]]]:
+def validate_rows(spec: ModelSpec, table: pa.Table, *, now: float) -> list[FeatureUpdate]:
     columns = table.column_names
     if spec.entity_key not in columns:
         raise IngestError(f"missing entity key column {spec.entity_key!r}")
-    unknown = [c for c in columns if c != spec.entity_key and c not in spec.feature_by_name]
+    meta = {spec.entity_key, EVENT_TIME_COLUMN}
+    unknown = [c for c in columns if c not in meta and c not in spec.feature_by_name]
     if unknown:
         raise IngestError(f"unknown column(s) {unknown} for model {spec.name!r}")
-    feature_columns = [c for c in columns if c != spec.entity_key]
+    feature_columns = [c for c in columns if c not in meta]
     data: dict[str, list[Any]] = {c: table.column(c).to_pylist() for c in columns}
-    rows: list[tuple[str, dict[str, float]]] = []
+    times = data.get(EVENT_TIME_COLUMN)
+    rows: list[FeatureUpdate] = []
     for i, raw_id in enumerate(data[spec.entity_key]):
         try:
             entity_id = parse_entity_id(spec, raw_id, spec.entity_key)
@@ -63,16 +71,33 @@ def validate_rows(spec: ModelSpec, table: pa.Table) -> list[tuple[str, dict[str,
                 value = data[name][i]
                 if value is not None:  # empty cell: not stored, the default applies
                     values[name] = coerce_feature(spec.feature_by_name[name], value, name)
+            event_time = (
+                now
+                if times is None or times[i] is None
+                else parse_event_time(times[i], EVENT_TIME_COLUMN, now=now)
+            )
         except InvalidRequest as e:
             raise IngestError(f"row {i + 1}, column {e.field!r}: {e.detail}") from e
-        rows.append((entity_id, values))
+        rows.append(FeatureUpdate(entity_id, values, event_time))
     return rows
 
 
-async def load_features(store: RedisStore, spec: ModelSpec, path: Path) -> IngestReport:
+async def load_features(
+    store: RedisStore,
+    spec: ModelSpec,
+    path: Path,
+    *,
+    invalidate: list[tuple[str, str]] | None = None,
+) -> IngestReport:
+    """``invalidate``: the (model, version) caches to drop for every updated entity."""
     started = time.perf_counter()
     table = read_table(path)
-    rows = validate_rows(spec, table)
-    written = await store.write_features(spec.entity_namespace, rows, written_at=time.time())
-    features = [c for c in table.column_names if c != spec.entity_key]
-    return IngestReport(entities=written, features=features, seconds=time.perf_counter() - started)
+    rows = validate_rows(spec, table, now=time.time())
+    report = await store.write_features(spec.entity_namespace, rows, invalidate=invalidate or [])
+    features = [c for c in table.column_names if c not in (spec.entity_key, EVENT_TIME_COLUMN)]
+    return IngestReport(
+        entities=report.applied,
+        skipped_older=report.skipped_older,
+        features=features,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,4 +1,8 @@
-"""Logging setup: one JSON object per line on stderr; fields passed via ``extra`` included."""
+"""Logging setup: one JSON object per line on stderr; fields passed via ``extra`` included.
+
+Lines logged while a request is handled (or by work it started) also carry its
+``request_id`` and ``trace_id`` (see ``gateway.telemetry.context``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import sys
 from typing import Any
 
 import orjson
+
+from gateway.telemetry.context import log_fields
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -20,6 +26,8 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         body.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        for key, value in log_fields().items():
+            body.setdefault(key, value)
         if record.exc_info:
             body["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(body, default=str).decode()

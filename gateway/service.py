@@ -1,7 +1,16 @@
 """PredictionService: the whole predict flow, shared by every transport.
 
-validate (done by the caller) → one Redis round trip → fresh cached prediction, or build the
-tensor and call Triton once for all misses → write the new predictions back in the background.
+validate (done by the caller) → one Redis round trip → the fallback ladder:
+
+1. fresh cached prediction (source ``cache``); within the stale-while-revalidate window a
+   cached prediction is served flagged (source ``stale``, flag ``revalidating``) while one
+   background refresh recomputes it;
+2. real time: one Triton call for all misses, coalesced with concurrent identical misses
+   (source ``model``), written back after the answer;
+3. if real time fails: the cached prediction up to ``max_staleness_s`` old (source ``stale``,
+   flag ``fallback``);
+4. then the model's declared default scores (source ``default``, flag ``fallback``);
+5. else the error (503/504).
 """
 
 from __future__ import annotations
@@ -9,32 +18,62 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from gateway.cache import CachedPrediction
-from gateway.errors import GatewayError, ModelNotFound, PredictionNotCached
+import numpy as np
+import numpy.typing as npt
+
+from gateway.cache import CachedPrediction, Usability
+from gateway.coalesce import SingleFlight
+from gateway.errors import (
+    DeadlineExceeded,
+    FeaturesTooOld,
+    FeatureStoreUnavailable,
+    GatewayError,
+    InferenceFailed,
+    InferenceTimeout,
+    InferenceUnavailable,
+    InvalidRequest,
+    ModelNotFound,
+    NamespaceNotFound,
+    PredictionNotCached,
+)
+from gateway.features import FeatureUpdate, FeatureWriteReport
 from gateway.spec import ModelSpec
-from gateway.store import EntityRecord, RedisStore
+from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
+from gateway.telemetry.metrics import observe_predictions
 from gateway.tensor import build_rows
-from gateway.triton import TritonClient
-from gateway.validation import PredictRequest
+from gateway.triton import InferenceResult, TritonClient
+from gateway.validation import EntityQuery, PredictRequest
 
 log = logging.getLogger(__name__)
 
-Source = Literal["cache", "model", "none"]
+Source = Literal["cache", "stale", "model", "default", "none"]
+Flag = Literal["revalidating", "fallback", "old_features", "no_feature_store"]
+
+# Real-time failures the ladder may answer for; client errors are never papered over.
+_LADDER_ERRORS = (InferenceUnavailable, InferenceTimeout, InferenceFailed)
+MIN_REALTIME_BUDGET_S = 0.003
+"""Below this remaining budget a Triton round trip cannot succeed; the ladder answers."""
+_REFRESH_CLAIM_MS = 10_000
+"""How long one replica owns a stale entry's refresh (longer than any Triton call)."""
+
+_Scores = tuple[float, ...]
+_FlightKey = tuple[str, str, str, float | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
     entity_id: str
-    scores: tuple[float, ...] | None
-    """One value per declared output; None only for a batch item with cache=only and no entry."""
+    scores: _Scores | None
+    """One value per declared output; None only for a batch item that got no answer."""
     source: Source
     prediction_age_s: float | None
     feature_age_s: float | None
-    """Age of the stored features the prediction was computed from; None if none were used."""
+    """Age (by event time) of the stored features it was computed from; None if none."""
+    flags: tuple[Flag, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +92,21 @@ class PredictionService:
         triton: TritonClient,
         *,
         clock: Callable[[], float] = time.time,
+        redis_bound_s: float = 0.25,
     ) -> None:
         self.specs = dict(specs)
+        self._redis_bound_s = redis_bound_s
         self.served_versions = dict(served_versions)
         self._store = store
         self._triton = triton
         self._clock = clock
-        # Write-backs run after the answer is sent; references keep the tasks alive.
-        self._pending_writes: set[asyncio.Task[None]] = set()
+        self._flight: SingleFlight[tuple[_Scores, str]] = SingleFlight()
+        self._refreshing: set[tuple[str, str, str]] = set()
+        # Write-backs and refreshes run after the answer is sent; references keep them alive.
+        self._background: set[asyncio.Task[None]] = set()
+        self._by_namespace: dict[str, list[ModelSpec]] = {}
+        for spec in self.specs.values():
+            self._by_namespace.setdefault(spec.entity_namespace, []).append(spec)
 
     def spec(self, model: str) -> ModelSpec:
         spec = self.specs.get(model)
@@ -68,50 +114,103 @@ class PredictionService:
             raise ModelNotFound(f"model {model!r} is not served here")
         return spec
 
+    def namespace_specs(self, namespace: str) -> list[ModelSpec]:
+        specs = self._by_namespace.get(namespace)
+        if specs is None:
+            raise NamespaceNotFound(f"no served model reads entity namespace {namespace!r}")
+        return specs
+
+    async def push_features(
+        self, namespace: str, updates: Sequence[FeatureUpdate]
+    ) -> FeatureWriteReport:
+        """Store features; each applied update retires the entity's cached predictions."""
+        invalidate = [
+            (spec.name, self.served_versions[spec.name]) for spec in self.namespace_specs(namespace)
+        ]
+        return await self._store.write_features(namespace, updates, invalidate=invalidate)
+
     async def predict(
         self, spec: ModelSpec, request: PredictRequest, *, timeout_s: float | None = None
     ) -> PredictOutcome:
-        """``timeout_s`` bounds the Triton call (the caller's remaining deadline)."""
+        """``timeout_s``: the caller's remaining deadline; it bounds Redis and Triton."""
+        deadline = None
+        if timeout_s is not None:
+            if timeout_s <= 0:
+                raise DeadlineExceeded("the request's deadline passed before it was processed")
+            deadline = time.monotonic() + timeout_s
         version = self.served_versions[spec.name]
+        policy = spec.policy
         items = request.items
-        read_cache = [request.cache_mode != "bypass" and not item.overrides for item in items]
-        records = await self._store.lookup(
-            spec, version, [item.entity_id for item in items], read_cache
-        )
+        mode = request.cache_mode
+        # A prediction computed from request overrides is not the entity's prediction.
+        read_cache = [not item.overrides for item in items]
+        degraded = False
+        lookup = self._store.lookup(spec, version, [item.entity_id for item in items], read_cache)
+        try:
+            if timeout_s is not None and timeout_s < self._redis_bound_s:
+                # Only a deadline tighter than Redis's own bound pays for wait_for's task.
+                try:
+                    records = await asyncio.wait_for(lookup, timeout_s)
+                except TimeoutError:
+                    raise DeadlineExceeded("deadline passed during the feature lookup") from None
+            else:
+                records = await lookup
+        except FeatureStoreUnavailable:
+            if policy.without_feature_store == "fail" or mode == "only":
+                raise
+            records, degraded = [NO_RECORD] * len(items), True
         now = self._clock()
         predictions: list[Prediction | None] = [None] * len(items)
         misses: list[int] = []
         for i, record in enumerate(records):
-            cached = record.cached
+            item = items[i]
+            flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
+            feature_age = _age(now, record.features_at)
+            max_feature_age = policy.max_feature_age_s
             if (
-                read_cache[i]
-                and cached is not None
-                and cached.is_fresh(
-                    now=now,
-                    version=version,
-                    max_staleness_s=spec.max_staleness_s,
-                    features_at=record.features_at,
-                )
+                max_feature_age is not None
+                and feature_age is not None
+                and feature_age > max_feature_age
             ):
-                predictions[i] = Prediction(
-                    entity_id=items[i].entity_id,
-                    scores=cached.scores,
-                    source="cache",
-                    prediction_age_s=max(0.0, now - cached.scored_at),
-                    feature_age_s=_age(now, cached.features_at),
+                if policy.on_old_features == "reject":
+                    error = FeaturesTooOld(
+                        f"stored features of entity {item.entity_id!r} are {feature_age:.0f}s "
+                        f"old (limit {max_feature_age:.0f}s)",
+                        field=f"instances[{i}].entity_id" if request.batch else "entity_id",
+                    )
+                    if not request.batch:
+                        raise error
+                    predictions[i] = Prediction(
+                        item.entity_id, None, "none", None, feature_age, ("old_features",)
+                    )
+                    continue
+                flags += ("old_features",)
+            cached = record.cached
+            usability = (
+                Usability.UNUSABLE
+                if cached is None
+                else cached.usability(
+                    now=now, version=version, policy=policy, features_at=record.features_at
                 )
-            elif request.cache_mode == "only":
+            )
+            if cached is not None and mode != "bypass" and usability is Usability.FRESH:
+                predictions[i] = _from_cache(item, cached, "cache", now, flags)
+            elif cached is not None and mode == "prefer" and usability is Usability.REVALIDATE:
+                predictions[i] = _from_cache(item, cached, "stale", now, (*flags, "revalidating"))
+                self._refresh_later(spec, version, item, record)
+            elif mode == "only":
                 if not request.batch:
                     raise PredictionNotCached(
-                        f"no fresh cached prediction for entity {items[i].entity_id!r}"
+                        f"no fresh cached prediction for entity {item.entity_id!r}"
                     )
-                predictions[i] = Prediction(items[i].entity_id, None, "none", None, None)
+                predictions[i] = Prediction(item.entity_id, None, "none", None, None, flags)
             else:
                 misses.append(i)
         if misses:
             await self._score_misses(
-                spec, version, request, records, misses, predictions, now, timeout_s
+                spec, version, request, records, misses, predictions, now, deadline, degraded
             )
+        observe_predictions(spec.name, request, predictions)
         return PredictOutcome(
             spec=spec,
             model_version=version,
@@ -127,20 +226,45 @@ class PredictionService:
         misses: list[int],
         predictions: list[Prediction | None],
         now: float,
-        timeout_s: float | None,
+        deadline: float | None,
+        degraded: bool,
     ) -> None:
         items = request.items
-        rows = build_rows(
-            spec,
-            [items[i] for i in misses],
-            [records[i].stored for i in misses],
-            field_prefix=[f"instances[{i}]." for i in misses] if request.batch else None,
-        )
-        result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
-        score_rows = result.scores.tolist()
+        try:
+            rows = build_rows(
+                spec,
+                [items[i] for i in misses],
+                [records[i].stored for i in misses],
+                field_prefix=[f"instances[{i}]." for i in misses] if request.batch else None,
+            )
+        except InvalidRequest as e:
+            if degraded:
+                # The value is probably stored; the client is not at fault, the outage is.
+                raise FeatureStoreUnavailable(
+                    "feature store unavailable and the request lacks required features",
+                    field=e.field,
+                ) from e
+            raise
+        keys: list[_FlightKey | None] = [
+            None
+            if degraded or items[i].overrides
+            else (spec.name, version, items[i].entity_id, records[i].features_at)
+            for i in misses
+        ]
+        try:
+            timeout_s = None
+            if deadline is not None:
+                timeout_s = deadline - time.monotonic()
+                if timeout_s < MIN_REALTIME_BUDGET_S:
+                    # Too late to succeed: answer from the ladder now instead of trying.
+                    raise InferenceTimeout("remaining deadline too short for real-time scoring")
+            results = await self._infer_coalesced(spec, version, rows, keys, timeout_s)
+        except _LADDER_ERRORS as error:
+            self._answer_from_ladder(spec, request, records, misses, predictions, now, error)
+            return
         write_back: list[tuple[str, CachedPrediction]] = []
         for position, i in enumerate(misses):
-            scores = tuple(score_rows[position])
+            scores, model_version, led = results[position]
             features_at = records[i].features_at
             predictions[i] = Prediction(
                 entity_id=items[i].entity_id,
@@ -148,19 +272,164 @@ class PredictionService:
                 source="model",
                 prediction_age_s=0.0,
                 feature_age_s=_age(now, features_at),
+                flags=predictions_flags(degraded, records[i], spec, now),
             )
-            # A prediction computed from request overrides is not the entity's prediction.
-            if not items[i].overrides:
+            # Followers' results are written by their leader.
+            if led and keys[position] is not None:
                 write_back.append(
-                    (
-                        items[i].entity_id,
-                        CachedPrediction(scores, result.model_version, now, features_at),
-                    )
+                    (items[i].entity_id, CachedPrediction(scores, model_version, now, features_at))
                 )
         if write_back:
-            task = asyncio.create_task(self._write_back(spec, write_back))
-            self._pending_writes.add(task)
-            task.add_done_callback(self._pending_writes.discard)
+            self._in_background(self._write_back(spec, write_back))
+
+    async def _infer_coalesced(
+        self,
+        spec: ModelSpec,
+        version: str,
+        rows: npt.NDArray[np.floating[Any]],
+        keys: list[_FlightKey | None],
+        timeout_s: float | None,
+    ) -> list[tuple[_Scores, str, bool]]:
+        """(scores, model version, led) per row; a row already in flight awaits that call."""
+        leaders: list[int] = []
+        led_keys: list[_FlightKey | None] = []
+        followers: list[tuple[int, asyncio.Future[tuple[_Scores, str]]]] = []
+        for position, key in enumerate(keys):
+            in_flight = None if key is None else self._flight.join(key)
+            if in_flight is not None:
+                followers.append((position, in_flight))
+                continue
+            if key is not None:
+                self._flight.lead(key)
+            leaders.append(position)
+            led_keys.append(key)
+        out: list[tuple[_Scores, str, bool]] = [((), "", False)] * len(keys)
+        if leaders:
+            batch = rows if len(leaders) == len(keys) else rows[leaders]
+            call = asyncio.ensure_future(
+                self._triton.infer(spec, version, batch, timeout_s=timeout_s)
+            )
+            call.add_done_callback(lambda done: self._settle(done, led_keys))
+            result = await asyncio.shield(call)
+            score_rows = result.scores.tolist()
+            for n, position in enumerate(leaders):
+                out[position] = (tuple(score_rows[n]), result.model_version, True)
+        for position, future in followers:
+            try:
+                scores, model_version = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            except TimeoutError:
+                raise InferenceTimeout("inference deadline exceeded") from None
+            out[position] = (scores, model_version, False)
+        return out
+
+    def _settle(self, call: asyncio.Future[InferenceResult], keys: list[_FlightKey | None]) -> None:
+        """Hand the leader's outcome to every request waiting on one of its keys."""
+        error = (
+            InferenceUnavailable("inference call cancelled")
+            if call.cancelled()
+            else call.exception()
+        )
+        if error is not None:
+            for key in keys:
+                if key is not None:
+                    self._flight.fail(key, error)
+            return
+        result = call.result()
+        score_rows = result.scores.tolist()
+        for n, key in enumerate(keys):
+            if key is not None:
+                self._flight.resolve(key, (tuple(score_rows[n]), result.model_version))
+
+    def _answer_from_ladder(
+        self,
+        spec: ModelSpec,
+        request: PredictRequest,
+        records: list[EntityRecord],
+        misses: list[int],
+        predictions: list[Prediction | None],
+        now: float,
+        error: GatewayError,
+    ) -> None:
+        """Real time failed: stale cache within max_staleness_s, else default scores, else raise."""
+        policy = spec.policy
+        version = self.served_versions[spec.name]
+        answers: list[tuple[int, Prediction]] = []
+        for i in misses:
+            item, record = request.items[i], records[i]
+            flags = (*predictions_flags(False, record, spec, now), "fallback")
+            cached = record.cached
+            if (
+                cached is not None
+                and not item.overrides
+                and cached.usability(
+                    now=now, version=version, policy=policy, features_at=record.features_at
+                )
+                is not Usability.UNUSABLE
+            ):
+                answers.append((i, _from_cache(item, cached, "stale", now, flags)))
+            elif policy.default_scores is not None:
+                answers.append(
+                    (
+                        i,
+                        Prediction(
+                            item.entity_id,
+                            policy.default_scores,
+                            "default",
+                            None,
+                            _age(now, record.features_at),
+                            flags,
+                        ),
+                    )
+                )
+            else:
+                raise error
+        for i, prediction in answers:
+            predictions[i] = prediction
+
+    def _refresh_later(
+        self, spec: ModelSpec, version: str, item: EntityQuery, record: EntityRecord
+    ) -> None:
+        """Recompute a stale-while-revalidate entry once, however many requests saw it."""
+        key = (spec.name, version, item.entity_id)
+        if key in self._refreshing:
+            return
+        self._refreshing.add(key)
+        self._in_background(self._refresh(spec, version, item, record, key))
+
+    async def _refresh(
+        self,
+        spec: ModelSpec,
+        version: str,
+        item: EntityQuery,
+        record: EntityRecord,
+        key: tuple[str, str, str],
+    ) -> None:
+        try:
+            # Other replicas saw the same stale entry: one claim in Redis picks the refresher.
+            if not await self._store.claim(
+                refresh_key(spec.name, version, item.entity_id), _REFRESH_CLAIM_MS
+            ):
+                return
+            rows = build_rows(spec, [EntityQuery(item.entity_id, {})], [record.stored])
+            flight_key: _FlightKey = (spec.name, version, item.entity_id, record.features_at)
+            [(scores, model_version, _)] = await self._infer_coalesced(
+                spec, version, rows, [flight_key], None
+            )
+            cached = CachedPrediction(scores, model_version, self._clock(), record.features_at)
+            await self._store.write_predictions(spec, [(item.entity_id, cached)])
+        except GatewayError as e:
+            # The stale answer stays servable until its window ends; the next request retries.
+            log.warning(
+                "background refresh failed",
+                extra={"model": spec.name, "error": type(e).__name__},
+            )
+        finally:
+            self._refreshing.discard(key)
+
+    def _in_background(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _write_back(
         self, spec: ModelSpec, entries: list[tuple[str, CachedPrediction]]
@@ -172,9 +441,9 @@ class PredictionService:
             log.warning("prediction write-back failed", extra={"model": spec.name})
 
     async def drain(self, timeout_s: float = 5.0) -> None:
-        """Wait for pending write-backs (shutdown, tests)."""
-        if self._pending_writes:
-            await asyncio.wait(set(self._pending_writes), timeout=timeout_s)
+        """Wait for pending write-backs and refreshes (shutdown, tests)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout_s)
 
     async def readiness(self) -> dict[str, bool]:
         """Redis reachable and every served model ready in Triton."""
@@ -189,6 +458,34 @@ class PredictionService:
         status = {"redis": checks[0]}
         status.update({f"model:{n}": ok for n, ok in zip(names, checks[1:], strict=True)})
         return status
+
+
+def predictions_flags(
+    degraded: bool, record: EntityRecord, spec: ModelSpec, now: float
+) -> tuple[Flag, ...]:
+    flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
+    limit = spec.policy.max_feature_age_s
+    age = _age(now, record.features_at)
+    if limit is not None and age is not None and age > limit:
+        flags += ("old_features",)
+    return flags
+
+
+def _from_cache(
+    item: EntityQuery,
+    cached: CachedPrediction,
+    source: Source,
+    now: float,
+    flags: tuple[Flag, ...],
+) -> Prediction:
+    return Prediction(
+        entity_id=item.entity_id,
+        scores=cached.scores,
+        source=source,
+        prediction_age_s=max(0.0, now - cached.scored_at),
+        feature_age_s=_age(now, cached.features_at),
+        flags=flags,
+    )
 
 
 def _age(now: float, at: float | None) -> float | None:

@@ -52,6 +52,52 @@ class OutputSpec:
     dtype: str
 
 
+OnOldFeatures = Literal["flag", "reject"]
+WithoutFeatureStore = Literal["fail", "defaults"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServingPolicy:
+    """How old an answer may be, and what answers when real-time scoring cannot.
+
+    The ladder: fresh cache (age <= max_age_s) → real time → stale cache (age <=
+    max_staleness_s, only when real time failed) → declared default scores. Between max_age_s
+    and max_age_s + stale_while_revalidate_s a cached prediction is served flagged stale while
+    one background refresh recomputes it.
+    """
+
+    cache_ttl_s: int
+    max_age_s: float
+    stale_while_revalidate_s: float
+    max_staleness_s: float
+    default_scores: tuple[float, ...] | None
+    """Last rung of the ladder, one value per output; None: fail instead."""
+    without_feature_store: WithoutFeatureStore
+    """Redis down: fail (503), or score from request values and declared defaults (flagged)."""
+    max_feature_age_s: float | None
+    on_old_features: OnOldFeatures
+
+    def as_dict(self, outputs: Sequence[OutputSpec]) -> dict[str, Any]:
+        return {
+            "cache": {
+                "ttl_s": self.cache_ttl_s,
+                "max_age_s": self.max_age_s,
+                "stale_while_revalidate_s": self.stale_while_revalidate_s,
+                "max_staleness_s": self.max_staleness_s,
+            },
+            "fallback": {
+                "default_scores": None
+                if self.default_scores is None
+                else {o.name: v for o, v in zip(outputs, self.default_scores, strict=True)},
+                "without_feature_store": self.without_feature_store,
+            },
+            "feature_freshness": {
+                "max_age_s": self.max_feature_age_s,
+                "on_violation": self.on_old_features,
+            },
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     name: str
@@ -65,11 +111,16 @@ class ModelSpec:
     entity_namespace: str
     max_id_length: int
     max_batch_size: int
-    cache_ttl_s: int
-    max_staleness_s: float
+    deadline_s: float | None
+    """Default request deadline for this model (None: the gateway's Triton timeout)."""
+    policy: ServingPolicy
     outputs: tuple[OutputSpec, ...]
     features: tuple[FeatureSpec, ...]
     feature_by_name: Mapping[str, FeatureSpec] = field(compare=False, repr=False)
+
+    @property
+    def cache_ttl_s(self) -> int:
+        return self.policy.cache_ttl_s
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -83,7 +134,8 @@ class ModelSpec:
             },
             "entity": {"key": self.entity_key, "namespace": self.entity_namespace},
             "max_batch_size": self.max_batch_size,
-            "cache": {"ttl_s": self.cache_ttl_s, "max_staleness_s": self.max_staleness_s},
+            "deadline_ms": None if self.deadline_s is None else self.deadline_s * 1000,
+            **self.policy.as_dict(self.outputs),
             "outputs": [{"name": o.name, "dtype": o.dtype} for o in self.outputs],
             "features": [f.as_dict() for f in self.features],
         }
@@ -116,15 +168,24 @@ def _parse_model(name: str, body: Any, where: str) -> ModelSpec:
     _require_mapping(body, where)
     _reject_unknown(
         body,
-        {"description", "triton", "entity", "max_batch_size", "cache", "outputs", "features"},
+        {
+            "description",
+            "triton",
+            "entity",
+            "max_batch_size",
+            "deadline_ms",
+            "cache",
+            "fallback",
+            "feature_freshness",
+            "outputs",
+            "features",
+        },
         where,
     )
     triton = _require_mapping(body.get("triton"), f"{where}.triton")
     _reject_unknown(triton, {"name", "version", "input", "datatype"}, f"{where}.triton")
     entity = _require_mapping(body.get("entity"), f"{where}.entity")
     _reject_unknown(entity, {"key", "namespace", "max_id_length"}, f"{where}.entity")
-    cache = _require_mapping(body.get("cache"), f"{where}.cache")
-    _reject_unknown(cache, {"ttl_s", "max_staleness_s"}, f"{where}.cache")
 
     input_dtype = str(triton.get("datatype", "FP32"))
     if input_dtype not in _TENSOR_DTYPES:
@@ -132,16 +193,6 @@ def _parse_model(name: str, body: Any, where: str) -> ModelSpec:
     version = str(triton.get("version", "latest"))
     if version != "latest" and not version.isdigit():
         raise SpecError(f"{where}.triton.version: must be a number or 'latest', got {version!r}")
-
-    ttl_s = _positive_number(cache.get("ttl_s"), f"{where}.cache.ttl_s")
-    if not ttl_s.is_integer():
-        # Redis expiries are whole seconds; int(0.5) would become an invalid EX 0.
-        raise SpecError(f"{where}.cache.ttl_s: must be a whole number of seconds, got {ttl_s}")
-    max_staleness_s = _positive_number(
-        cache.get("max_staleness_s"), f"{where}.cache.max_staleness_s"
-    )
-    if max_staleness_s > ttl_s:
-        raise SpecError(f"{where}.cache.max_staleness_s: must not exceed cache.ttl_s ({ttl_s})")
 
     outputs_raw = body.get("outputs")
     if not isinstance(outputs_raw, list) or not outputs_raw:
@@ -156,6 +207,7 @@ def _parse_model(name: str, body: Any, where: str) -> ModelSpec:
     )
     _reject_duplicates([f.name for f in features], f"{where}.features")
     _reject_duplicates([o.name for o in outputs], f"{where}.outputs")
+    policy = _parse_policy(body, outputs, where)
 
     return ModelSpec(
         name=name,
@@ -172,12 +224,103 @@ def _parse_model(name: str, body: Any, where: str) -> ModelSpec:
         max_batch_size=int(
             _positive_number(body.get("max_batch_size", 64), f"{where}.max_batch_size")
         ),
-        cache_ttl_s=int(ttl_s),
-        max_staleness_s=max_staleness_s,
+        deadline_s=None
+        if body.get("deadline_ms") is None
+        else _positive_number(body["deadline_ms"], f"{where}.deadline_ms") / 1000,
+        policy=policy,
         outputs=outputs,
         features=features,
         feature_by_name={f.name: f for f in features},
     )
+
+
+def _parse_policy(
+    body: Mapping[str, Any], outputs: Sequence[OutputSpec], where: str
+) -> ServingPolicy:
+    cache = _require_mapping(body.get("cache"), f"{where}.cache")
+    _reject_unknown(
+        cache,
+        {"ttl_s", "max_age_s", "stale_while_revalidate_s", "max_staleness_s"},
+        f"{where}.cache",
+    )
+    ttl_s = _positive_number(cache.get("ttl_s"), f"{where}.cache.ttl_s")
+    if not ttl_s.is_integer():
+        # Redis expiries are whole seconds; int(0.5) would become an invalid EX 0.
+        raise SpecError(f"{where}.cache.ttl_s: must be a whole number of seconds, got {ttl_s}")
+    if "max_age_s" not in cache:
+        raise SpecError(
+            f"{where}.cache.max_age_s: required (how old a cached prediction may be to be "
+            "served as fresh; max_staleness_s only bounds the fallback when scoring fails)"
+        )
+    max_age_s = _positive_number(cache["max_age_s"], f"{where}.cache.max_age_s")
+    swr_s = _number(
+        cache.get("stale_while_revalidate_s", 0), f"{where}.cache.stale_while_revalidate_s"
+    )
+    if swr_s < 0:
+        raise SpecError(f"{where}.cache.stale_while_revalidate_s: must be >= 0, got {swr_s}")
+    max_staleness_s = _positive_number(
+        cache.get("max_staleness_s", max_age_s), f"{where}.cache.max_staleness_s"
+    )
+    if max_age_s + swr_s > ttl_s:
+        raise SpecError(
+            f"{where}.cache: max_age_s + stale_while_revalidate_s must not exceed ttl_s ({ttl_s})"
+        )
+    if not max_age_s <= max_staleness_s <= ttl_s:
+        raise SpecError(
+            f"{where}.cache.max_staleness_s: must be between max_age_s ({max_age_s}) and "
+            f"ttl_s ({ttl_s})"
+        )
+
+    fallback = _require_mapping(body.get("fallback", {}), f"{where}.fallback")
+    _reject_unknown(fallback, {"default_scores", "without_feature_store"}, f"{where}.fallback")
+    default_scores: tuple[float, ...] | None = None
+    if fallback.get("default_scores") is not None:
+        raw = _require_mapping(fallback["default_scores"], f"{where}.fallback.default_scores")
+        names = [o.name for o in outputs]
+        if sorted(raw) != sorted(names):
+            raise SpecError(
+                f"{where}.fallback.default_scores: needs exactly one value per output {names}, "
+                f"got {sorted(raw)}"
+            )
+        default_scores = tuple(
+            _finite(raw[n], f"{where}.fallback.default_scores.{n}") for n in names
+        )
+    without = fallback.get("without_feature_store", "fail")
+    if without not in ("fail", "defaults"):
+        raise SpecError(
+            f"{where}.fallback.without_feature_store: must be 'fail' or 'defaults', got {without!r}"
+        )
+
+    freshness = _require_mapping(body.get("feature_freshness", {}), f"{where}.feature_freshness")
+    _reject_unknown(freshness, {"max_age_s", "on_violation"}, f"{where}.feature_freshness")
+    max_feature_age_s = (
+        None
+        if freshness.get("max_age_s") is None
+        else _positive_number(freshness["max_age_s"], f"{where}.feature_freshness.max_age_s")
+    )
+    on_violation = freshness.get("on_violation", "flag")
+    if on_violation not in ("flag", "reject"):
+        raise SpecError(
+            f"{where}.feature_freshness.on_violation: must be 'flag' or 'reject', "
+            f"got {on_violation!r}"
+        )
+    return ServingPolicy(
+        cache_ttl_s=int(ttl_s),
+        max_age_s=max_age_s,
+        stale_while_revalidate_s=swr_s,
+        max_staleness_s=max_staleness_s,
+        default_scores=default_scores,
+        without_feature_store=without,
+        max_feature_age_s=max_feature_age_s,
+        on_old_features=on_violation,
+    )
+
+
+def _finite(value: Any, where: str) -> float:
+    number = _number(value, where)
+    if not math.isfinite(number):
+        raise SpecError(f"{where}: must be finite, got {value!r}")
+    return number
 
 
 def _parse_output(raw: Any, where: str) -> OutputSpec:

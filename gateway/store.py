@@ -7,21 +7,36 @@ prediction. Redis errors become ``FeatureStoreUnavailable`` here and nowhere els
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from redis.typing import EncodableT, FieldT
 
+from gateway.breaker import CircuitBreaker
 from gateway.cache import CachedPrediction, prediction_key
 from gateway.config import RedisSettings
 from gateway.errors import FeatureStoreUnavailable
-from gateway.features import WRITTEN_AT_FIELD, encode_features, feature_key
+from gateway.features import (
+    EVENT_TIME_FIELD,
+    FeatureUpdate,
+    FeatureWriteReport,
+    encode_event_time,
+    encode_values,
+    feature_key,
+)
 from gateway.spec import ModelSpec
+from gateway.telemetry.calls import redis_call
+
+REFRESH_PREFIX = "gw:r"
+
+
+def refresh_key(model: str, version: str, entity_id: str) -> str:
+    return f"{REFRESH_PREFIX}:{model}:{version}:{entity_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +44,12 @@ class EntityRecord:
     stored: list[bytes | None] | None
     """Stored feature values in spec order, or None when the entity has no features."""
     features_at: float | None
-    """Write time of the stored features."""
+    """Event time of the stored features."""
     cached: CachedPrediction | None
+
+
+NO_RECORD = EntityRecord(stored=None, features_at=None, cached=None)
+"""What the service scores from when the feature store cannot be read (degraded mode)."""
 
 
 @asynccontextmanager
@@ -40,8 +59,7 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[redis.Redis]:
         settings.url,
         password=settings.resolved_password(),
         max_connections=settings.max_connections,
-        # Waiting for a free pooled connection is bounded like the round trip itself.
-        timeout=settings.socket_timeout_s,
+        timeout=settings.pool_timeout_s,
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.connect_timeout_s,
         # One immediate retry heals connections a Redis restart broke; redis-py's default
@@ -59,10 +77,12 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[redis.Redis]:
 class RedisStore:
     """Reads and writes entity features and cached predictions."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
+        self.breaker = breaker or CircuitBreaker("redis")
         # The HMGET field list per model, built once instead of on every request.
         self._hmget_fields: dict[str, list[str]] = {}
+        self._write_script = client.register_script(_WRITE_FEATURES_LUA)
 
     async def ping(self) -> bool:
         try:
@@ -81,17 +101,31 @@ class RedisStore:
         fields = self._hmget_fields.get(spec.name)
         if fields is None:
             fields = [f.name for f in spec.features]
-            fields.append(WRITTEN_AT_FIELD)
+            fields.append(EVENT_TIME_FIELD)
             self._hmget_fields[spec.name] = fields
+        breaker = self.breaker
+        if not breaker.allow():
+            raise FeatureStoreUnavailable("feature store failing: circuit open")
         pipe = self._client.pipeline(transaction=False)
         for entity_id, with_cache in zip(entity_ids, read_cache, strict=True):
             pipe.hmget(feature_key(spec.entity_namespace, entity_id), fields)
             if with_cache:
                 pipe.get(prediction_key(spec.name, version, entity_id))
-        try:
-            replies = await pipe.execute()
-        except (RedisError, OSError) as e:
-            raise FeatureStoreUnavailable("feature store unavailable") from e
+        with redis_call("lookup", spec.name, len(entity_ids)):
+            try:
+                replies = await pipe.execute()
+            except (RedisError, OSError) as e:
+                if _pool_exhausted(e):
+                    # Our own backlog (every pooled connection busy), not a sick Redis:
+                    # counting it would let a burst open the circuit and fail everyone.
+                    breaker.release_probe()
+                else:
+                    breaker.record_failure()
+                raise FeatureStoreUnavailable("feature store unavailable") from e
+            except BaseException:
+                breaker.release_probe()
+                raise
+        breaker.record_success()
 
         records: list[EntityRecord] = []
         position = 0
@@ -120,39 +154,77 @@ class RedisStore:
         for entity_id, prediction in entries:
             key = prediction_key(spec.name, prediction.model_version, entity_id)
             pipe.set(key, prediction.encode(), ex=spec.cache_ttl_s)
+        with redis_call("write_predictions", spec.name, len(pipe)):
+            try:
+                await pipe.execute()
+            except (RedisError, OSError) as e:
+                raise FeatureStoreUnavailable("prediction cache write failed") from e
+
+    async def claim(self, key: str, ttl_ms: int) -> bool:
+        """SET NX with expiry: True for the one caller (in any replica) that got ``key``."""
         try:
-            await pipe.execute()
+            return bool(await self._client.set(key, b"1", nx=True, px=ttl_ms))
         except (RedisError, OSError) as e:
-            raise FeatureStoreUnavailable("prediction cache write failed") from e
+            raise FeatureStoreUnavailable("feature store unavailable") from e
 
     async def write_features(
         self,
         namespace: str,
-        rows: Iterable[tuple[str, Mapping[str, float]]],
-        written_at: float,
+        updates: Iterable[FeatureUpdate],
         *,
+        invalidate: Sequence[tuple[str, str]] = (),
         chunk_size: int = 1000,
-    ) -> int:
-        """Store feature hashes in pipelined chunks; returns the number of entities written."""
-        written = 0
+    ) -> FeatureWriteReport:
+        """Apply feature updates in event-time order, in pipelined chunks.
+
+        Each update is one atomic script call: dropped if the stored event time is newer,
+        otherwise written together with the deletion of the entity's cached prediction for
+        every ``(model, version)`` in ``invalidate``. (A cached prediction records the event
+        time of its features, so it is stale even where the deletion raced a write-back.)
+        """
+        applied = skipped = 0
         pipe = self._client.pipeline(transaction=False)
         pending = 0
         try:
-            for entity_id, values in rows:
-                fields: dict[FieldT, EncodableT] = {
-                    name: value for name, value in encode_features(values, written_at).items()
-                }
-                pipe.hset(feature_key(namespace, entity_id), mapping=fields)
+            for update in updates:
+                keys = [feature_key(namespace, update.entity_id)]
+                keys.extend(prediction_key(m, v, update.entity_id) for m, v in invalidate)
+                args = [encode_event_time(update.event_time), *encode_values(update.values)]
+                # With a pipeline as client this only queues EVALSHA (loaded at execute).
+                await self._write_script(keys=keys, args=args, client=pipe)
                 pending += 1
                 if pending == chunk_size:
-                    await pipe.execute()
-                    written, pending = written + pending, 0
+                    replies = await pipe.execute()
+                    applied, skipped = _tally(replies, applied, skipped)
+                    pending = 0
             if pending:
-                await pipe.execute()
-                written += pending
+                applied, skipped = _tally(await pipe.execute(), applied, skipped)
         except (RedisError, OSError) as e:
             raise FeatureStoreUnavailable("feature write failed") from e
-        return written
+        return FeatureWriteReport(applied=applied, skipped_older=skipped)
+
+
+# KEYS[1]: the feature hash; KEYS[2..]: cached predictions to drop.
+# ARGV[1]: event time; ARGV[2..]: field, value pairs. Returns 1 if applied, 0 if older.
+_WRITE_FEATURES_LUA = """
+local stored = redis.call('HGET', KEYS[1], '_ts')
+if stored and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], '_ts', unpack(ARGV))
+if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+return 1
+"""
+
+
+def _pool_exhausted(error: BaseException) -> bool:
+    # BlockingConnectionPool's wait for a free connection timed out.
+    return isinstance(error, RedisConnectionError) and str(error).startswith(
+        "No connection available"
+    )
+
+
+def _tally(replies: list[object], applied: int, skipped: int) -> tuple[int, int]:
+    done = sum(1 for r in replies if r == 1)
+    return applied + done, skipped + len(replies) - done
 
 
 def _to_float(raw: bytes | None) -> float | None:

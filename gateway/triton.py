@@ -6,6 +6,7 @@ status code (never by message text) into the gateway's error tree.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -16,9 +17,11 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.grpc.aio import InferenceServerClient
 from tritonclient.utils import InferenceServerException
 
+from gateway.breaker import CircuitBreaker
 from gateway.config import TritonSettings
 from gateway.errors import GatewayError, InferenceFailed, InferenceTimeout, InferenceUnavailable
 from gateway.spec import ModelSpec
+from gateway.telemetry.calls import triton_call
 
 _UNAVAILABLE = frozenset(
     {
@@ -45,6 +48,9 @@ class InferenceResult:
 class TritonClient:
     def __init__(self, settings: TritonSettings) -> None:
         self._settings = settings
+        self.breaker = CircuitBreaker(
+            "triton", failure_threshold=settings.breaker_failures, open_s=settings.breaker_open_s
+        )
         self._client = InferenceServerClient(url=settings.url, channel_args=_channel_args(settings))
 
     async def __aenter__(self) -> TritonClient:
@@ -93,23 +99,44 @@ class TritonClient:
         *,
         timeout_s: float | None = None,
     ) -> InferenceResult:
+        breaker = self.breaker
+        if not breaker.allow():
+            unavailable = InferenceUnavailable("inference server failing: circuit open")
+            unavailable.retry_after_s = max(1, math.ceil(breaker.retry_after_s))
+            raise unavailable
         tensor = InferInput(spec.input_name, list(rows.shape), _DATATYPES[rows.dtype])
         tensor.set_data_from_numpy(rows)
         outputs = [InferRequestedOutput(o.name) for o in spec.outputs]
-        try:
-            response = await self._client.infer(
-                spec.triton_name,
-                [tensor],
-                model_version=version,
-                outputs=outputs,
-                client_timeout=(
-                    self._settings.timeout_s
-                    if timeout_s is None
-                    else min(timeout_s, self._settings.timeout_s)
-                ),
-            )
-        except InferenceServerException as e:
-            raise _translate(e) from e
+        budget_s = (
+            self._settings.timeout_s
+            if timeout_s is None
+            else min(timeout_s, self._settings.timeout_s)
+        )
+        with triton_call(spec.name, spec.triton_name, version, len(rows)) as call:
+            try:
+                response = await self._client.infer(
+                    spec.triton_name,
+                    [tensor],
+                    model_version=version,
+                    outputs=outputs,
+                    client_timeout=budget_s,
+                    # Triton's gRPC frontend ignores the gRPC deadline; this per-request
+                    # timeout (µs) lets its queue policy drop a request nobody waits for.
+                    timeout=max(1, int(budget_s * 1_000_000)),
+                    # traceparent only when this call's span is sampled (else None).
+                    headers=call.headers,
+                )
+            except InferenceServerException as e:
+                error = _translate(e)
+                if not isinstance(error, InferenceFailed):
+                    breaker.record_failure()
+                raise error from e
+            except BaseException:
+                # Cancelled (the caller's own deadline): says nothing about Triton's health,
+                # but a half-open probe must not stay claimed forever.
+                breaker.release_probe()
+                raise
+        breaker.record_success()
         columns = [response.as_numpy(o.name).reshape(len(rows)) for o in spec.outputs]
         scores = columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
         return InferenceResult(
@@ -138,6 +165,9 @@ def _translate(error: InferenceServerException) -> GatewayError:
     status = error.status() or ""
     if status == "StatusCode.DEADLINE_EXCEEDED":
         return InferenceTimeout("inference deadline exceeded")
+    if status == "StatusCode.UNAVAILABLE" and "timeout" in (error.message() or "").lower():
+        # Triton's queue policy rejected a request whose per-request timeout expired.
+        return InferenceTimeout("inference deadline exceeded in Triton's queue")
     if status in _UNAVAILABLE:
         return InferenceUnavailable("inference server unavailable")
     return InferenceFailed("inference server rejected the request")

@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, cast
 
 from gateway.errors import InvalidRequest
+from gateway.features import FeatureUpdate
 from gateway.spec import FeatureSpec, ModelSpec
 
 CacheMode = Literal["prefer", "bypass", "only"]
@@ -146,11 +149,133 @@ def coerce_feature(feature: FeatureSpec, value: Any, field: str) -> float:
     return number
 
 
+MAX_TIMEOUT_MS = 60_000
+TIMEOUT_HEADER = "X-Request-Timeout-Ms"
+
+
+def request_budget(spec: ModelSpec, supplied_s: float | None) -> float | None:
+    """The request's time budget: the caller's own, else the model's default deadline.
+
+    (Each Triton call stays capped by ``GATEWAY_TRITON__TIMEOUT_S`` either way.)
+    """
+    return spec.deadline_s if supplied_s is None else supplied_s
+
+
+def parse_timeout_header(value: str | None) -> float | None:
+    """``X-Request-Timeout-Ms``: whole milliseconds, 1 to 60000."""
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_TIMEOUT_MS:
+        raise InvalidRequest(
+            f"{TIMEOUT_HEADER} must be whole milliseconds between 1 and {MAX_TIMEOUT_MS}",
+            field=TIMEOUT_HEADER,
+        )
+    return int(value) / 1000
+
+
+MAX_CLOCK_SKEW_S = 300.0
+"""How far in the future an event time may be: beyond it a clock is wrong, and accepting
+it would pin the entity's features (older-than-stored updates are dropped)."""
+_UPDATE_KEYS = frozenset({"entity_id", "features", "event_time"})
+
+
+def parse_event_time(value: Any, field: str, *, now: float) -> float:
+    """Unix seconds (number) or an RFC 3339 timestamp with a UTC offset."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidRequest(
+                f"event_time {value!r} is not an RFC 3339 timestamp", field=field
+            ) from None
+        if parsed.tzinfo is None:
+            raise InvalidRequest("event_time needs a UTC offset (e.g. 'Z')", field=field)
+        seconds = parsed.timestamp()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise InvalidRequest(
+            "event_time must be Unix seconds or an RFC 3339 timestamp", field=field
+        )
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidRequest("event_time must be a positive, finite time", field=field)
+    if seconds > now + MAX_CLOCK_SKEW_S:
+        raise InvalidRequest(
+            f"event_time is more than {MAX_CLOCK_SKEW_S:.0f}s in the future", field=field
+        )
+    return seconds
+
+
+def parse_feature_update(
+    specs: Sequence[ModelSpec], raw: Any, where: str, *, now: float
+) -> FeatureUpdate:
+    """One entity's pushed features, checked against every model that reads them.
+
+    ``specs`` are the models sharing the entity namespace; a feature must be declared by at
+    least one of them and satisfy the dtype and bounds of each that declares it.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidRequest("each update must be a JSON object", field=where.rstrip(".") or "body")
+    _reject_unknown_keys(raw, _UPDATE_KEYS, prefix=where)
+    entity_id = parse_entity_id(specs[0], raw.get("entity_id"), f"{where}entity_id")
+    features = raw.get("features")
+    if not isinstance(features, dict) or not features:
+        raise InvalidRequest("features must be a non-empty JSON object", field=f"{where}features")
+    values: dict[str, float] = {}
+    for name, value in features.items():
+        field = f"{where}features.{name}"
+        declared = [s.feature_by_name[name] for s in specs if name in s.feature_by_name]
+        if not declared:
+            raise InvalidRequest(f"unknown feature {name!r}", field=field)
+        for feature in declared:
+            values[name] = coerce_feature(feature, value, field)
+    event_time = raw.get("event_time")
+    return FeatureUpdate(
+        entity_id=entity_id,
+        values=values,
+        event_time=now
+        if event_time is None
+        else parse_event_time(event_time, f"{where}event_time", now=now),
+    )
+
+
+def parse_feature_push(
+    specs: Sequence[ModelSpec], body: Any, *, now: float, max_entities: int
+) -> list[FeatureUpdate]:
+    """A bulk push body: ``{"updates": [{entity_id, features, event_time?}, ...]}``."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", field="body")
+    _reject_unknown_keys(body, frozenset({"updates"}), prefix="")
+    updates = body.get("updates")
+    if not isinstance(updates, list) or not updates:
+        raise InvalidRequest("updates must be a non-empty list", field="updates")
+    if len(updates) > max_entities:
+        raise InvalidRequest(
+            f"{len(updates)} updates exceed the limit of {max_entities} per request",
+            field="updates",
+        )
+    parsed = [
+        parse_feature_update(specs, raw, f"updates[{i}].", now=now) for i, raw in enumerate(updates)
+    ]
+    # Two updates of one entity in one request have no defined order: refuse rather than guess.
+    first: dict[str, int] = {}
+    for i, update in enumerate(parsed):
+        earlier = first.setdefault(update.entity_id, i)
+        if earlier != i:
+            raise InvalidRequest(
+                f"entity {update.entity_id!r} also appears at updates[{earlier}]",
+                field=f"updates[{i}].entity_id",
+            )
+    return parsed
+
+
 def _reject_unknown_keys(body: dict[str, Any], allowed: frozenset[str], prefix: str) -> None:
     for key in body:
         if key not in allowed:
+            # An empty key is named '""', so the problem body's field is never empty.
             raise InvalidRequest(
-                f"unknown field {key!r}; allowed: {sorted(allowed)}", field=f"{prefix}{key}"
+                f"unknown field {key!r}; allowed: {sorted(allowed)}",
+                field=prefix + (key or '""'),
             )
 
 

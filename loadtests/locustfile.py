@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,12 @@ def _(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--step-time", default="30s", help="duration of each step, e.g. 30s (--shape step)"
     )
+    parser.add_argument(  # on the parser, not the group: only it takes is_secret
+        "--api-key",
+        default=os.environ.get("GATEWAY_API_KEY", ""),
+        is_secret=True,  # masked in the web UI
+        help="gateway API key, sent as 'Authorization: Bearer' (default: env GATEWAY_API_KEY)",
+    )
     group.add_argument(
         "--skip-warmup",
         action="store_true",
@@ -100,6 +107,8 @@ class Mix:
     entities: list[str] = [f"card-{i:06d}" for i in range(1, 10_001)]
     hot: list[str] = entities[:1000]
     batch_size = 8
+    headers: dict[str, str] = {}
+    """The API key header, when one is given."""
 
 
 def read_entity_ids(path: Path) -> list[str]:
@@ -129,6 +138,7 @@ def _(environment: Any, **_kwargs: Any) -> None:
     rng = random.Random(7)
     Mix.hot = rng.sample(Mix.entities, min(options.hot_entities, len(Mix.entities)))
     Mix.batch_size = options.batch_size
+    Mix.headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
     hit, miss, batch = task_weights(options.hit_ratio, options.batch_ratio)
     RestUser.tasks = (
         [RestUser.predict_hit] * hit
@@ -145,6 +155,7 @@ def _(environment: Any, **_kwargs: Any) -> None:
         return
     url = (environment.host or "").rstrip("/") + PREDICT_PATH
     with requests.Session() as session:
+        session.headers.update(Mix.headers)
         for start in range(0, len(Mix.hot), WARM_BATCH):
             chunk = Mix.hot[start : start + WARM_BATCH]
             body = {"instances": [{"entity_id": e} for e in chunk]}
@@ -161,7 +172,9 @@ class RestUser(FastHttpUser):
         return constant_throughput(rate)(self) if rate > 0 else 0.0
 
     def _post(self, name: str, body: dict[str, Any], expect: int) -> None:
-        with self.client.post(PREDICT_PATH, json=body, name=name, catch_response=True) as response:
+        with self.client.post(
+            PREDICT_PATH, json=body, name=name, headers=Mix.headers, catch_response=True
+        ) as response:
             text = (response.text or "")[:200]
             if response.status_code != 200:
                 # status 0: connection error, already carried by response.error

@@ -10,19 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.auth import caller_may_use
 from gateway.config import Settings
 from gateway.errors import GatewayError, InferenceTimeout
 from gateway.service import PredictionService, PredictOutcome
+from gateway.telemetry import tracing
+from gateway.telemetry.context import bind_request_id
 from gateway.v1._generated import gateway_pb2 as pb
 from gateway.v1._generated import gateway_pb2_grpc as pb_grpc
-from gateway.validation import parse_predict_body, request_id_or_new
+from gateway.validation import parse_predict_body, request_budget, request_id_or_new
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +45,8 @@ _SOURCES: dict[str, int] = {
     "cache": pb.SOURCE_CACHE,
     "model": pb.SOURCE_MODEL,
     "none": pb.SOURCE_NONE,
+    "stale": pb.SOURCE_STALE,
+    "default": pb.SOURCE_DEFAULT,
 }
 
 
@@ -61,7 +66,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         }
         outcome = await _within_deadline(
             self._service.predict(
-                spec, parse_predict_body(spec, body), timeout_s=context.time_remaining()
+                spec,
+                tracing.call("validate", parse_predict_body, spec, body),
+                timeout_s=request_budget(spec, context.time_remaining()),
             ),
             context,
         )
@@ -86,7 +93,9 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         }
         outcome = await _within_deadline(
             self._service.predict(
-                spec, parse_predict_body(spec, body), timeout_s=context.time_remaining()
+                spec,
+                tracing.call("validate", parse_predict_body, spec, body),
+                timeout_s=request_budget(spec, context.time_remaining()),
             ),
             context,
         )
@@ -108,6 +117,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
                     description=spec.description,
                 )
                 for spec in self._service.specs.values()
+                if caller_may_use(spec.name)  # a key sees only the models it may use
             ]
         )
 
@@ -124,6 +134,11 @@ class GatewayServicer(pb_grpc.GatewayServicer):
             entity=pb.Entity(**body["entity"]),
             max_batch_size=spec.max_batch_size,
             cache=pb.CachePolicy(**body["cache"]),
+            fallback=pb.FallbackPolicy(
+                default_scores=body["fallback"]["default_scores"] or {},
+                without_feature_store=body["fallback"]["without_feature_store"],
+            ),
+            feature_freshness=pb.FeatureFreshness(**body["feature_freshness"]),
             outputs=[pb.Output(**o) for o in body["outputs"]],
             features=[pb.Feature(**f) for f in body["features"]],
         )
@@ -193,14 +208,19 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: Gateway
 
 
 @contextlib.asynccontextmanager
-async def serve_grpc(settings: Settings, service: PredictionService) -> AsyncIterator[int]:
+async def serve_grpc(
+    settings: Settings,
+    service: PredictionService,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> AsyncIterator[int]:
     """Serve gRPC on ``settings.grpc_port`` in the running event loop; yields the bound port.
 
     Shares ``service`` (and so every client) with the REST app. ``grpc.so_reuseport`` lets
     every uvicorn worker bind the same port; the kernel spreads connections among them.
+    ``interceptors`` run inside the error interceptor (their GatewayErrors are mapped too).
     """
     server = grpc.aio.server(
-        interceptors=[GatewayErrorInterceptor()],
+        interceptors=[GatewayErrorInterceptor(), *interceptors],
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
@@ -272,7 +292,9 @@ def _request_id(supplied: str, context: grpc.aio.ServicerContext[Any, Any]) -> s
         metadata = dict(context.invocation_metadata() or ())
         value = metadata.get("x-request-id", "")
         supplied = value if isinstance(value, str) else ""
-    return request_id_or_new(supplied)
+    request_id = request_id_or_new(supplied)
+    bind_request_id(request_id)  # log lines of this call carry it
+    return request_id
 
 
 def _features(values: Mapping[str, float]) -> dict[str, float | int]:
@@ -295,6 +317,7 @@ def _prediction(outcome: PredictOutcome, index: int) -> pb.Prediction:
         source=_SOURCES[p.source],  # type: ignore[arg-type]
         prediction_age_s=_round(p.prediction_age_s),
         feature_age_s=_round(p.feature_age_s),
+        flags=p.flags,
     )
 
 

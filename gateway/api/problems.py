@@ -4,30 +4,51 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, Unauthenticated
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_response(error: GatewayError, request_id: str | None = None) -> Response:
+def problem_parts(
+    error: GatewayError, request_id: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The problem+json body and the headers that go with it (Retry-After, WWW-Authenticate)."""
     body = error.problem()
     if request_id:
         body["request_id"] = request_id
     headers = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="gateway"'
     if request_id:
         headers["X-Request-ID"] = request_id
-    return Response(
-        orjson.dumps(body), status_code=error.http_status, media_type=PROBLEM_JSON, headers=headers
-    )
+    return orjson.dumps(body), headers
+
+
+def problem_response(error: GatewayError, request_id: str | None = None) -> Response:
+    body, headers = problem_parts(error, request_id)
+    return Response(body, status_code=error.http_status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def problem_messages(error: GatewayError) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a problem answer, for middleware that answers before routing."""
+    body, headers = problem_parts(error)
+    raw_headers = [
+        (b"content-type", PROBLEM_JSON.encode()),
+        (b"content-length", str(len(body)).encode()),
+        *((name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()),
+    ]
+    start = {"type": "http.response.start", "status": error.http_status, "headers": raw_headers}
+    return start, {"type": "http.response.body", "body": body}
 
 
 def install_problem_handlers(app: FastAPI) -> None:

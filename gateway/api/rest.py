@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.requests import ClientDisconnect
 
-from gateway.errors import BodyTooLarge, ClientDisconnected, MalformedBody
+from gateway.auth import caller_may_use
+from gateway.errors import BodyTooLarge, ClientDisconnected, InvalidRequest, MalformedBody
 from gateway.service import PredictionService, PredictOutcome
-from gateway.validation import parse_predict_body, request_id_or_new
+from gateway.telemetry import tracing
+from gateway.telemetry.context import bind_request_id
+from gateway.validation import (
+    TIMEOUT_HEADER,
+    parse_feature_push,
+    parse_feature_update,
+    parse_predict_body,
+    parse_timeout_header,
+    request_budget,
+    request_id_or_new,
+)
 
 router = APIRouter()
 JSON = "application/json"
@@ -29,6 +41,67 @@ _FEATURES_SCHEMA = {
     "type": "object",
     "description": "Feature values that override stored ones, by feature name.",
     "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "boolean"}]},
+}
+_PUSH_FEATURES_SCHEMA = {
+    "type": "object",
+    "minProperties": 1,
+    "description": "Feature values by name (declared by a model that reads this namespace).",
+    "additionalProperties": {"oneOf": [{"type": "number"}, {"type": "boolean"}]},
+}
+_EVENT_TIME_SCHEMA = {
+    "description": "When the values became true: Unix seconds or RFC 3339 (default: now). "
+    "Updates older than the stored event time are skipped.",
+    "oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
+}
+_PUSH_ONE = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["features"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "features": _PUSH_FEATURES_SCHEMA,
+                        "event_time": _EVENT_TIME_SCHEMA,
+                    },
+                }
+            }
+        },
+    }
+}
+MAX_PUSH_ENTITIES = 1000
+_PUSH_MANY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "required": ["updates"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "updates": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_PUSH_ENTITIES,
+                            "items": {
+                                "type": "object",
+                                "required": ["entity_id", "features"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "entity_id": {"type": "string", "minLength": 1},
+                                    "features": _PUSH_FEATURES_SCHEMA,
+                                    "event_time": _EVENT_TIME_SCHEMA,
+                                },
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }
 }
 _CACHE_SCHEMA = {"type": "string", "enum": ["prefer", "bypass", "only"], "default": "prefer"}
 _PREDICT_BODY = {
@@ -84,11 +157,56 @@ async def predict(model: str, request: Request, service: ServiceDep) -> Response
     """Score one entity (``entity_id``) or a batch (``instances``)."""
     request_id = _request_id(request)
     spec = service.spec(model)
+    # The budget starts when the request arrives, before the body is read.
+    arrived = time.monotonic()
+    budget = request_budget(spec, parse_timeout_header(request.headers.get(TIMEOUT_HEADER)))
     body = await _read_json(request, request.app.state.settings.max_body_bytes)
-    outcome = await service.predict(spec, parse_predict_body(spec, body))
+    parsed = tracing.call("validate", parse_predict_body, spec, body)
+    outcome = await service.predict(
+        spec, parsed, timeout_s=None if budget is None else budget - (time.monotonic() - arrived)
+    )
     payload = _single(outcome) if "instances" not in body else _batch(outcome)
     payload["request_id"] = request_id
-    return Response(orjson.dumps(payload), media_type=JSON, headers={"X-Request-ID": request_id})
+    headers = _ladder_headers(outcome)
+    headers["X-Request-ID"] = request_id
+    return Response(orjson.dumps(payload), media_type=JSON, headers=headers)
+
+
+@router.put("/v1/features/{namespace}/{entity_id}", openapi_extra=_PUSH_ONE, tags=["features"])
+async def push_entity_features(
+    namespace: str, entity_id: str, request: Request, service: ServiceDep
+) -> Response:
+    """Write one entity's features as of ``event_time``; retires its cached predictions."""
+    specs = service.namespace_specs(namespace)
+    body = await _read_json(request, request.app.state.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise MalformedBody("request body must be a JSON object", field="body")
+    if "entity_id" in body:
+        raise InvalidRequest("entity_id is taken from the path", field="entity_id")
+    update = parse_feature_update(specs, {**body, "entity_id": entity_id}, "", now=time.time())
+    report = await service.push_features(namespace, [update])
+    payload = {
+        "namespace": namespace,
+        "entity_id": update.entity_id,
+        "applied": report.applied == 1,
+        "event_time": update.event_time,
+    }
+    return Response(orjson.dumps(payload), media_type=JSON)
+
+
+@router.post("/v1/features/{namespace}", openapi_extra=_PUSH_MANY, tags=["features"])
+async def push_features(namespace: str, request: Request, service: ServiceDep) -> Response:
+    """Write many entities' features; updates older than what is stored are skipped."""
+    specs = service.namespace_specs(namespace)
+    body = await _read_json(request, request.app.state.settings.max_body_bytes)
+    updates = parse_feature_push(specs, body, now=time.time(), max_entities=MAX_PUSH_ENTITIES)
+    report = await service.push_features(namespace, updates)
+    payload = {
+        "namespace": namespace,
+        "applied": report.applied,
+        "skipped_older": report.skipped_older,
+    }
+    return Response(orjson.dumps(payload), media_type=JSON)
 
 
 @router.get("/v1/models", tags=["models"])
@@ -100,6 +218,7 @@ async def list_models(service: ServiceDep) -> Response:
             "description": spec.description,
         }
         for spec in service.specs.values()
+        if caller_may_use(spec.name)  # a key sees only the models it may use
     ]
     return Response(orjson.dumps({"models": models}), media_type=JSON)
 
@@ -130,6 +249,7 @@ async def readyz(service: ServiceDep) -> Response:
 def _request_id(request: Request) -> str:
     request_id = request_id_or_new(request.headers.get("x-request-id"))
     request.state.request_id = request_id
+    bind_request_id(request_id)  # log lines of this request carry it
     return request_id
 
 
@@ -165,6 +285,7 @@ def _prediction_body(outcome: PredictOutcome, index: int, names: list[str]) -> d
         "source": p.source,
         "prediction_age_s": _round(p.prediction_age_s),
         "feature_age_s": _round(p.feature_age_s),
+        "flags": list(p.flags),
     }
 
 
@@ -183,6 +304,30 @@ def _batch(outcome: PredictOutcome) -> dict[str, Any]:
             _prediction_body(outcome, i, names) for i in range(len(outcome.predictions))
         ],
     }
+
+
+def _ladder_headers(outcome: PredictOutcome) -> dict[str, str]:
+    """Which rung answered, in headers too; for a batch the oldest ages and every source."""
+    predictions = outcome.predictions
+    if len(predictions) == 1:
+        p = predictions[0]
+        sources: str = p.source
+        prediction_age, feature_age = p.prediction_age_s, p.feature_age_s
+    else:
+        sources = ",".join(sorted({p.source for p in predictions}))
+        prediction_age = max(
+            (p.prediction_age_s for p in predictions if p.prediction_age_s is not None),
+            default=None,
+        )
+        feature_age = max(
+            (p.feature_age_s for p in predictions if p.feature_age_s is not None), default=None
+        )
+    headers = {"X-Prediction-Source": sources, "X-Model-Version": outcome.model_version}
+    if prediction_age is not None:
+        headers["X-Prediction-Age"] = f"{prediction_age:.3f}"
+    if feature_age is not None:
+        headers["X-Feature-Age"] = f"{feature_age:.3f}"
+    return headers
 
 
 def _round(value: float | None) -> float | None:

@@ -46,7 +46,8 @@ def gateway(redis_server: RedisServer, triton_server: TritonServer) -> Iterator[
 
 @pytest.fixture
 def client(gateway: GatewayProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=gateway.url, timeout=10.0) as http:
+    # Carries the gateway's API key: auth is on, as in production.
+    with httpx.Client(base_url=gateway.url, timeout=10.0, headers=gateway.headers) as http:
         yield http
 
 

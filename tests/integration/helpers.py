@@ -12,10 +12,12 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import redis
+import yaml
 
 from gateway.spec import ModelSpec, load_specs
 
 ROOT = Path(__file__).resolve().parents[2]
+SPEC_FILE = ROOT / "config/models.yaml"
 
 
 @cache
@@ -97,3 +99,17 @@ def triton_counts(http_url: str, model: str = "fraud_scorer") -> tuple[int, int]
     stats = httpx.get(f"{http_url}/v2/models/{model}/stats", timeout=5).json()
     model_stats = stats["model_stats"][0]
     return int(model_stats["inference_count"]), int(model_stats["execution_count"])
+
+
+def spec_variant(directory: Path, **changes: dict[str, object] | None) -> Path:
+    """A copy of the shipped model spec with sections of fraud_scorer replaced (None: removed)."""
+    raw = yaml.safe_load(SPEC_FILE.read_text())
+    body = raw["models"]["fraud_scorer"]
+    for section, value in changes.items():
+        if value is None:
+            body.pop(section, None)
+        else:
+            body[section] = value
+    path = directory / "models.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

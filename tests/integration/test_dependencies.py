@@ -18,15 +18,24 @@ from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
 from gateway.client import GatewayCallError, GatewayGrpcClient
 from tests.integration.conftest import MODEL_REPOSITORY, SPEC_PATH, wait_until
-from tests.integration.helpers import TYPICAL, cached, put_cached, put_features, reference_score
+from tests.integration.helpers import (
+    TYPICAL,
+    cached,
+    put_cached,
+    put_features,
+    reference_score,
+    spec_variant,
+)
 from triton_launcher.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/fraud_scorer/predict"
 
 
-async def _grpc_predict_error(target: str, entity: str) -> GatewayCallError:
-    async with GatewayGrpcClient(target, timeout_s=5) as grpc_client:
+async def _grpc_predict_error(gateway: GatewayProcess, entity: str) -> GatewayCallError:
+    async with GatewayGrpcClient(
+        gateway.grpc_target, api_key=gateway.api_key, timeout_s=5
+    ) as grpc_client:
         with pytest.raises(GatewayCallError) as raised:
             await grpc_client.predict("fraud_scorer", entity)
     return raised.value
@@ -39,17 +48,21 @@ def own_triton() -> Iterator[TritonServer]:
 
 
 def test_readyz_false_and_fast_503_while_triton_is_down(
-    redis_server: RedisServer, kv: redis.Redis, own_triton: TritonServer
+    redis_server: RedisServer, kv: redis.Redis, own_triton: TritonServer, tmp_path: Path
 ) -> None:
+    # No default scores: the ladder ends in 503 (test_hybrid covers the degraded rungs).
+    strict_spec = spec_variant(
+        tmp_path, fallback={"default_scores": None, "without_feature_store": "fail"}
+    )
     entity, fresh = f"card-d{uuid.uuid4().hex[:12]}", f"card-d{uuid.uuid4().hex[:12]}"
     put_features(kv, entity, TYPICAL)
     fresh_features_at = put_features(kv, fresh, TYPICAL)
     put_cached(kv, fresh, 0.0625, time.time(), features_at=fresh_features_at)
     with (
         GatewayProcess(
-            spec_path=SPEC_PATH, redis_url=redis_server.url, triton_url=own_triton.grpc_url
+            spec_path=strict_spec, redis_url=redis_server.url, triton_url=own_triton.grpc_url
         ) as gateway,
-        httpx.Client(base_url=gateway.url, timeout=10) as client,
+        httpx.Client(base_url=gateway.url, timeout=10, headers=gateway.headers) as client,
     ):
         assert client.get("/readyz").status_code == 200
 
@@ -69,7 +82,7 @@ def test_readyz_false_and_fast_503_while_triton_is_down(
         assert hit.status_code == 200
         assert hit.json()["source"] == "cache"
         assert client.get("/healthz").status_code == 200
-        grpc_error = asyncio.run(_grpc_predict_error(gateway.grpc_target, entity))
+        grpc_error = asyncio.run(_grpc_predict_error(gateway, entity))
         assert grpc_error.grpc_code == grpc.StatusCode.UNAVAILABLE
         assert grpc_error.error_type == "InferenceUnavailable"
 
@@ -91,7 +104,7 @@ def test_readyz_false_while_redis_is_down(triton_server: TritonServer) -> None:
         GatewayProcess(
             spec_path=SPEC_PATH, redis_url=own_redis.url, triton_url=triton_server.grpc_url
         ) as gateway,
-        httpx.Client(base_url=gateway.url, timeout=10) as client,
+        httpx.Client(base_url=gateway.url, timeout=10, headers=gateway.headers) as client,
     ):
         own_redis.stop()
         ready = client.get("/readyz")
@@ -132,7 +145,7 @@ def test_new_model_version_never_serves_old_versions_cache(
         GatewayProcess(
             spec_path=spec, redis_url=redis_server.url, triton_url=triton.grpc_url
         ) as gateway,
-        httpx.Client(base_url=gateway.url, timeout=10) as client,
+        httpx.Client(base_url=gateway.url, timeout=10, headers=gateway.headers) as client,
     ):
         body = client.post(PREDICT, json={"entity_id": entity}).json()
         listed = client.get("/v1/models").json()["models"][0]

@@ -51,12 +51,17 @@ class GrpcGateway(NamedTuple):
 
 @pytest.fixture(scope="module")
 def grpc_gateway(redis_server: RedisServer, triton_server: TritonServer) -> Iterator[GrpcGateway]:
-    """A gateway of its own, so its gRPC port is a free one known to this module."""
+    """A gateway of its own, so its gRPC port is a free one known to this module.
+
+    Access control is off here (explicitly): these tests are about the transport; keys, the
+    allow-list and RESOURCE_EXHAUSTED over gRPC are covered in test_access.py.
+    """
     port = free_port()
     with GatewayProcess(
         spec_path=SPEC_PATH,
         redis_url=redis_server.url,
         triton_url=triton_server.grpc_url,
+        auth=False,
         env={"GATEWAY_GRPC_PORT": str(port)},
     ) as process:
         yield GrpcGateway(process, f"127.0.0.1:{port}")
@@ -301,6 +306,7 @@ def test_redis_down_is_unavailable_and_health_not_serving(triton_server: TritonS
             spec_path=SPEC_PATH,
             redis_url=own_redis.url,
             triton_url=triton_server.grpc_url,
+            auth=False,
             env={"GATEWAY_GRPC_PORT": str(port), "GATEWAY_GRPC_HEALTH_INTERVAL_S": "0.1"},
         ),
         grpc.insecure_channel(f"127.0.0.1:{port}") as sync_channel,

@@ -9,6 +9,7 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ TYPES = ("predict:hit", "predict:miss", "predict:batch")
 
 
 @pytest.fixture(scope="module")
-def loaded_gateway(redis_server: RedisServer, gateway: GatewayProcess) -> GatewayProcess:
+def loaded_gateway(redis_server: RedisServer, gateway: GatewayProcess) -> Iterator[GatewayProcess]:
     env = {
         **os.environ,
         "GATEWAY_REDIS__URL": redis_server.url,
@@ -35,7 +36,10 @@ def loaded_gateway(redis_server: RedisServer, gateway: GatewayProcess) -> Gatewa
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    return gateway
+    # locust (a subprocess) reads the gateway's API key from the environment.
+    with pytest.MonkeyPatch.context() as env_patch:
+        env_patch.setenv("GATEWAY_API_KEY", gateway.api_key or "")
+        yield gateway
 
 
 def run_locust(host: str, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -28,7 +28,14 @@ def test_get_model_returns_the_feature_schema(client: httpx.Client) -> None:
         "name": "amount", "dtype": "float", "min": 0.0, "max": 1000000.0,
         "default": None, "required": True,
     }  # fmt: skip
-    assert body["cache"] == {"ttl_s": 86400, "max_staleness_s": 3600.0}
+    assert body["cache"] == {
+        "ttl_s": 86400, "max_age_s": 3600.0, "stale_while_revalidate_s": 300.0,
+        "max_staleness_s": 21600.0,
+    }  # fmt: skip
+    assert body["fallback"] == {
+        "default_scores": {"fraud_probability": 0.013}, "without_feature_store": "fail"
+    }  # fmt: skip
+    assert body["feature_freshness"] == {"max_age_s": 604800.0, "on_violation": "flag"}
     assert body["outputs"] == [{"name": "fraud_probability", "dtype": "FP32"}]
 
 

@@ -75,7 +75,7 @@ def test_serves_cache_when_fresh_without_calling_triton(
 def test_stale_entry_is_recomputed_and_refreshed(client: httpx.Client, kv: redis.Redis) -> None:
     entity = new_id()
     features_at = put_features(kv, entity, TYPICAL, written_at=time.time() - 7200)
-    stale_at = time.time() - 3700  # max_staleness_s is 3600
+    stale_at = time.time() - 4000  # past max_age_s (3600) + stale_while_revalidate_s (300)
     put_cached(kv, entity, 0.5, stale_at, features_at=features_at)
 
     body = client.post(PREDICT, json={"entity_id": entity}).json()
@@ -236,12 +236,16 @@ async def test_concurrent_single_row_misses_are_batched_by_triton(
 
     url = f"{gateway.url}{PREDICT}"
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+    # A generous deadline: this burst is about batching, not about the 1 s default budget on
+    # a shared 2-core box (test_faults covers deadlines).
+    headers = {**gateway.headers, "X-Request-Timeout-Ms": "20000"}
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as http:
         responses = await asyncio.gather(
             *(http.post(url, json={"entity_id": e, "cache": "bypass"}) for e in entities)
         )
 
-    assert all(r.status_code == 200 for r in responses)
+    failures = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
+    assert not failures, failures[:3]
     inferences, executions = triton_counts(triton_server.http_url)
     assert inferences - before_inferences == 200
     assert executions - before_executions < 200, "dynamic batching merged no requests"

@@ -5,7 +5,19 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.cache import PREDICTION_PREFIX, CachedPrediction, prediction_key
+from gateway.cache import PREDICTION_PREFIX, CachedPrediction, Usability, prediction_key
+from gateway.spec import ServingPolicy
+
+POLICY = ServingPolicy(
+    cache_ttl_s=3600,
+    max_age_s=60.0,
+    stale_while_revalidate_s=30.0,
+    max_staleness_s=600.0,
+    default_scores=None,
+    without_feature_store="fail",
+    max_feature_age_s=None,
+    on_old_features="flag",
+)
 
 REC = CachedPrediction(
     scores=(0.125, 0.75), model_version="3", scored_at=1_700_000_000.5, features_at=1_699_999_000.0
@@ -84,8 +96,14 @@ def rec(*, version: str = "1", scored_at: float = NOW - 10, features_at: float |
     )
 
 
+def usability(
+    r: CachedPrediction, *, version: str = "1", features_at: float | None = 500.0
+) -> Usability:
+    return r.usability(now=NOW, version=version, policy=POLICY, features_at=features_at)
+
+
 def fresh(r: CachedPrediction, *, version: str = "1", features_at: float | None = 500.0) -> bool:
-    return r.is_fresh(now=NOW, version=version, max_staleness_s=60.0, features_at=features_at)
+    return usability(r, version=version, features_at=features_at) is Usability.FRESH
 
 
 def test_fresh_when_everything_matches() -> None:
@@ -101,6 +119,30 @@ def test_age_limit_is_inclusive() -> None:
     assert fresh(rec(scored_at=NOW - 60)) is True
     assert fresh(rec(scored_at=NOW - 60.001)) is False
     assert fresh(rec(scored_at=NOW - 3600)) is False
+
+
+@pytest.mark.parametrize(
+    ("age", "expected"),
+    [
+        (0.0, Usability.FRESH),
+        (60.0, Usability.FRESH),
+        (60.5, Usability.REVALIDATE),
+        (90.0, Usability.REVALIDATE),
+        (90.5, Usability.FALLBACK),
+        (600.0, Usability.FALLBACK),
+        (600.5, Usability.UNUSABLE),
+    ],
+)
+def test_age_windows_map_to_ladder_rungs(age: float, expected: Usability) -> None:
+    assert usability(rec(scored_at=NOW - age)) is expected
+
+
+def test_retired_by_newer_features_even_when_young() -> None:
+    # Newer features make the record useless on every rung, fallback included.
+    assert usability(rec(scored_at=NOW - 1, features_at=500.0), features_at=501.0) is (
+        Usability.UNUSABLE
+    )
+    assert usability(rec(version="1", scored_at=NOW - 1), version="2") is Usability.UNUSABLE
 
 
 def test_features_newer_than_prediction_is_stale() -> None:

@@ -63,7 +63,13 @@ def test_shipped_spec_loads(spec: ModelSpec) -> None:
     assert spec.max_id_length == 128
     assert spec.max_batch_size == 256
     assert spec.cache_ttl_s == 86400
-    assert spec.max_staleness_s == 3600.0
+    assert spec.policy.max_age_s == 3600.0
+    assert spec.policy.stale_while_revalidate_s == 300.0
+    assert spec.policy.max_staleness_s == 21600.0
+    assert spec.policy.default_scores == (0.013,)
+    assert spec.policy.without_feature_store == "fail"
+    assert spec.policy.max_feature_age_s == 604800.0
+    assert spec.policy.on_old_features == "flag"
     assert [(o.name, o.dtype) for o in spec.outputs] == [("fraud_probability", "FP32")]
 
 
@@ -313,18 +319,51 @@ def test_invalid_feature_name(name: Any) -> None:
 def test_staleness_above_ttl() -> None:
     raw = raw_spec()
     model_body(raw)["cache"]["max_staleness_s"] = 86401
-    assert parse_error(raw).startswith("models.fraud_scorer.cache.max_staleness_s: must not exceed")
+    assert parse_error(raw).startswith(
+        "models.fraud_scorer.cache.max_staleness_s: must be between max_age_s"
+    )
+
+
+def test_staleness_below_max_age() -> None:
+    raw = raw_spec()
+    model_body(raw)["cache"]["max_staleness_s"] = 60
+    assert "must be between max_age_s (3600.0)" in parse_error(raw)
 
 
 def test_staleness_equal_to_ttl_is_fine() -> None:
     raw = raw_spec()
     model_body(raw)["cache"]["max_staleness_s"] = 86400
-    assert parse_specs(raw)["fraud_scorer"].max_staleness_s == 86400.0
+    assert parse_specs(raw)["fraud_scorer"].policy.max_staleness_s == 86400.0
+
+
+def test_max_staleness_defaults_to_max_age() -> None:
+    # No stale fallback unless asked for.
+    raw = raw_spec()
+    del model_body(raw)["cache"]["max_staleness_s"]
+    assert parse_specs(raw)["fraud_scorer"].policy.max_staleness_s == 3600.0
+
+
+def test_max_age_is_required_with_a_pointer_to_the_old_meaning() -> None:
+    raw = raw_spec()
+    del model_body(raw)["cache"]["max_age_s"]
+    assert "cache.max_age_s: required" in parse_error(raw)
+
+
+def test_revalidate_window_must_fit_in_ttl() -> None:
+    raw = raw_spec()
+    model_body(raw)["cache"]["stale_while_revalidate_s"] = 86400
+    assert "max_age_s + stale_while_revalidate_s must not exceed ttl_s" in parse_error(raw)
+
+
+def test_negative_revalidate_window_rejected() -> None:
+    raw = raw_spec()
+    model_body(raw)["cache"]["stale_while_revalidate_s"] = -1
+    assert "stale_while_revalidate_s: must be >= 0" in parse_error(raw)
 
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("ttl_s", 0), ("ttl_s", -5), ("ttl_s", None), ("max_staleness_s", 0), ("ttl_s", True)],
+    [("ttl_s", 0), ("ttl_s", -5), ("ttl_s", None), ("max_age_s", 0), ("ttl_s", True)],
 )
 def test_cache_numbers_must_be_positive(key: str, value: Any) -> None:
     raw = raw_spec()
@@ -334,9 +373,49 @@ def test_cache_numbers_must_be_positive(key: str, value: Any) -> None:
 
 def test_fractional_ttl_below_one_second_rejected() -> None:
     raw = raw_spec()
-    model_body(raw)["cache"] = {"ttl_s": 0.5, "max_staleness_s": 0.25}
+    model_body(raw)["cache"] = {"ttl_s": 0.5, "max_age_s": 0.25}
     with pytest.raises(SpecError, match=r"cache\.ttl_s"):
         parse_specs(raw)
+
+
+@pytest.mark.parametrize(
+    ("scores", "message"),
+    [
+        ({}, "needs exactly one value per output"),
+        ({"fraud_probability": 0.1, "other": 0.2}, "needs exactly one value per output"),
+        ({"fraud_probability": "high"}, "must be a number"),
+        ({"fraud_probability": float("nan")}, "must be finite"),
+    ],
+)
+def test_default_scores_checked_against_outputs(scores: Any, message: str) -> None:
+    raw = raw_spec()
+    model_body(raw)["fallback"]["default_scores"] = scores
+    assert message in parse_error(raw)
+
+
+def test_fallback_and_freshness_are_optional() -> None:
+    raw = raw_spec()
+    del model_body(raw)["fallback"]
+    del model_body(raw)["feature_freshness"]
+    policy = parse_specs(raw)["fraud_scorer"].policy
+    assert policy.default_scores is None
+    assert policy.without_feature_store == "fail"
+    assert policy.max_feature_age_s is None
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("fallback", "without_feature_store", "guess"),
+        ("feature_freshness", "on_violation", "ignore"),
+        ("feature_freshness", "max_age_s", 0),
+        ("fallback", "retry", True),
+    ],
+)
+def test_bad_policy_values(section: str, key: str, value: Any) -> None:
+    raw = raw_spec()
+    model_body(raw)[section][key] = value
+    assert parse_error(raw).startswith(f"models.fraud_scorer.{section}")
 
 
 @pytest.mark.parametrize("value", [0, -1, "64"])
@@ -493,6 +572,7 @@ def test_check_spec_batch_above_triton(spec: ModelSpec) -> None:
 def test_check_second_output_checked() -> None:
     raw = raw_spec()
     model_body(raw)["outputs"].append({"name": "reason_code", "dtype": "FP32"})
+    model_body(raw)["fallback"]["default_scores"]["reason_code"] = 0
     spec = parse_specs(raw)["fraud_scorer"]
     msg = triton_error(spec, triton_metadata(), TRITON_CONFIG)
     assert msg.startswith("models.fraud_scorer.outputs[1].name:")

@@ -21,6 +21,8 @@ class Source(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SOURCE_CACHE: _ClassVar[Source]
     SOURCE_MODEL: _ClassVar[Source]
     SOURCE_NONE: _ClassVar[Source]
+    SOURCE_STALE: _ClassVar[Source]
+    SOURCE_DEFAULT: _ClassVar[Source]
 CACHE_MODE_UNSPECIFIED: CacheMode
 CACHE_MODE_PREFER: CacheMode
 CACHE_MODE_BYPASS: CacheMode
@@ -29,6 +31,8 @@ SOURCE_UNSPECIFIED: Source
 SOURCE_CACHE: Source
 SOURCE_MODEL: Source
 SOURCE_NONE: Source
+SOURCE_STALE: Source
+SOURCE_DEFAULT: Source
 
 class Instance(_message.Message):
     __slots__ = ("entity_id", "features")
@@ -67,7 +71,7 @@ class PredictRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., entity_id: _Optional[str] = ..., features: _Optional[_Mapping[str, float]] = ..., cache: _Optional[_Union[CacheMode, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("entity_id", "scores", "source", "prediction_age_s", "feature_age_s")
+    __slots__ = ("entity_id", "scores", "source", "prediction_age_s", "feature_age_s", "flags")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -80,12 +84,14 @@ class Prediction(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_AGE_S_FIELD_NUMBER: _ClassVar[int]
     FEATURE_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
     entity_id: str
     scores: _containers.ScalarMap[str, float]
     source: Source
     prediction_age_s: float
     feature_age_s: float
-    def __init__(self, entity_id: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., source: _Optional[_Union[Source, str]] = ..., prediction_age_s: _Optional[float] = ..., feature_age_s: _Optional[float] = ...) -> None: ...
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entity_id: _Optional[str] = ..., scores: _Optional[_Mapping[str, float]] = ..., source: _Optional[_Union[Source, str]] = ..., prediction_age_s: _Optional[float] = ..., feature_age_s: _Optional[float] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("model", "model_version", "prediction", "request_id")
@@ -170,12 +176,39 @@ class Entity(_message.Message):
     def __init__(self, key: _Optional[str] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class CachePolicy(_message.Message):
-    __slots__ = ("ttl_s", "max_staleness_s")
+    __slots__ = ("ttl_s", "max_staleness_s", "max_age_s", "stale_while_revalidate_s")
     TTL_S_FIELD_NUMBER: _ClassVar[int]
     MAX_STALENESS_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    STALE_WHILE_REVALIDATE_S_FIELD_NUMBER: _ClassVar[int]
     ttl_s: int
     max_staleness_s: float
-    def __init__(self, ttl_s: _Optional[int] = ..., max_staleness_s: _Optional[float] = ...) -> None: ...
+    max_age_s: float
+    stale_while_revalidate_s: float
+    def __init__(self, ttl_s: _Optional[int] = ..., max_staleness_s: _Optional[float] = ..., max_age_s: _Optional[float] = ..., stale_while_revalidate_s: _Optional[float] = ...) -> None: ...
+
+class FallbackPolicy(_message.Message):
+    __slots__ = ("default_scores", "without_feature_store")
+    class DefaultScoresEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    DEFAULT_SCORES_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_FEATURE_STORE_FIELD_NUMBER: _ClassVar[int]
+    default_scores: _containers.ScalarMap[str, float]
+    without_feature_store: str
+    def __init__(self, default_scores: _Optional[_Mapping[str, float]] = ..., without_feature_store: _Optional[str] = ...) -> None: ...
+
+class FeatureFreshness(_message.Message):
+    __slots__ = ("max_age_s", "on_violation")
+    MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    ON_VIOLATION_FIELD_NUMBER: _ClassVar[int]
+    max_age_s: float
+    on_violation: str
+    def __init__(self, max_age_s: _Optional[float] = ..., on_violation: _Optional[str] = ...) -> None: ...
 
 class Output(_message.Message):
     __slots__ = ("name", "dtype")
@@ -202,7 +235,7 @@ class Feature(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[str] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., default: _Optional[float] = ..., required: bool = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "description", "served_version", "triton", "entity", "max_batch_size", "cache", "outputs", "features")
+    __slots__ = ("name", "description", "served_version", "triton", "entity", "max_batch_size", "cache", "outputs", "features", "fallback", "feature_freshness")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SERVED_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -212,6 +245,8 @@ class ModelInfo(_message.Message):
     CACHE_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_FRESHNESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     served_version: str
@@ -221,4 +256,6 @@ class ModelInfo(_message.Message):
     cache: CachePolicy
     outputs: _containers.RepeatedCompositeFieldContainer[Output]
     features: _containers.RepeatedCompositeFieldContainer[Feature]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., served_version: _Optional[str] = ..., triton: _Optional[_Union[TritonModel, _Mapping]] = ..., entity: _Optional[_Union[Entity, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., cache: _Optional[_Union[CachePolicy, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ...) -> None: ...
+    fallback: FallbackPolicy
+    feature_freshness: FeatureFreshness
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., served_version: _Optional[str] = ..., triton: _Optional[_Union[TritonModel, _Mapping]] = ..., entity: _Optional[_Union[Entity, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., cache: _Optional[_Union[CachePolicy, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[Output, _Mapping]]] = ..., features: _Optional[_Iterable[_Union[Feature, _Mapping]]] = ..., fallback: _Optional[_Union[FallbackPolicy, _Mapping]] = ..., feature_freshness: _Optional[_Union[FeatureFreshness, _Mapping]] = ...) -> None: ...

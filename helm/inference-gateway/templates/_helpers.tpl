@@ -219,7 +219,7 @@ no successes in the window reads 0 rather than NaN. Call with
 {{- printf "(%s / (%s > 0)) or (%s * 0)" $num $den $num -}}
 {{- end }}
 
-{{- /* Pods allowed to reach Triton and Redis: the gateway and the batch scoring job. */}}
+{{- /* Pods allowed to reach Triton and Redis: the gateway, the batch scoring job, the stream workers. */}}
 {{- define "ig.networkPolicy.clients" -}}
 - podSelector:
     matchLabels:
@@ -227,4 +227,9 @@ no successes in the window reads 0 rather than NaN. Call with
 - podSelector:
     matchLabels:
       {{- include "ig.selectorLabels" (dict "root" . "component" "batch") | nindent 6 }}
+{{- if .Values.streamWorker.enabled }}
+- podSelector:
+    matchLabels:
+      {{- include "ig.selectorLabels" (dict "root" . "component" "stream-worker") | nindent 6 }}
+{{- end }}
 {{- end }}

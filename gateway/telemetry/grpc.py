@@ -1,0 +1,131 @@
+"""gRPC telemetry: the REST middleware's twin, as a server interceptor.
+
+It runs inside ``GatewayErrorInterceptor`` and outside the guard, so it sees every
+``GatewayError`` (shed, auth, validation, dependencies) as the exception it is, before the
+error interceptor turns it into a status. Same metrics (``transport="grpc"``, route = the
+full method name), same span shape, same log lines. Health and reflection are not wrapped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from opentelemetry.trace import Span, StatusCode
+
+from gateway.errors import GatewayError
+from gateway.telemetry import metrics, tracing
+from gateway.telemetry.context import RequestContext, current
+from gateway.telemetry.http import log_request
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+    def __init__(self, service_name: str, models: Iterable[str], *, slow_request_s: float) -> None:
+        self._prefix = f"/{service_name}/"
+        self._service_name = service_name
+        self._models = frozenset(models)
+        self._slow_request_s = slow_request_s
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
+            return handler
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._observe(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _observe(self, method: str, behavior: Behavior) -> Behavior:
+        in_flight = metrics.IN_FLIGHT_BY_TRANSPORT["grpc"]
+        rpc_method = method.rsplit("/", 1)[-1]
+        span_name = method.lstrip("/")
+        models = self._models
+        service_name = self._service_name
+        slow_request_s = self._slow_request_s
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            metadata = context.invocation_metadata() or ()
+            request_context = RequestContext("grpc", metadata)
+            current.set(request_context)  # each RPC runs in a task of its own
+            name = getattr(request, "model", "")
+            model = (name if name in models else metrics.UNKNOWN_MODEL) if name else ""
+            server_span = token = None
+            if tracing.enabled:
+                server_span, token = tracing.start_server_span(
+                    span_name,
+                    metadata,
+                    tracing.GRPC_GETTER,
+                    {"rpc.system": "grpc", "rpc.service": service_name, "rpc.method": rpc_method},
+                )
+                request_context.span = server_span
+            in_flight.inc()
+            raised: BaseException | None = None
+            try:
+                return await behavior(request, context)
+            except BaseException as error:
+                raised = error
+                raise
+            finally:
+                in_flight.dec()
+                seconds = time.perf_counter() - started
+                error_type: str | None = None
+                status = "OK"
+                code = 0
+                if raised is None:
+                    outcome = "ok"
+                else:
+                    outcome = metrics.outcome(500, type(raised))
+                    error_type = metrics.error_type_label(type(raised))
+                    if isinstance(raised, GatewayError):
+                        status, code = raised.grpc_status.name, raised.grpc_status.value[0]
+                    else:
+                        status, code = "UNKNOWN", grpc.StatusCode.UNKNOWN.value[0]
+                metrics.observe_request("grpc", method, model, outcome, seconds, error_type)
+                if server_span is not None:
+                    if server_span.is_recording():  # sampled: worth the attributes
+                        _annotate(server_span, code, outcome, model, request_context, error_type)
+                    tracing.end_server_span(server_span, token)
+                # Unexpected exceptions are logged (with traceback) by the error interceptor.
+                if raised is None or isinstance(raised, GatewayError):
+                    log_request(
+                        "grpc", method, model, status, outcome, error_type, seconds, slow_request_s
+                    )
+
+        return observed
+
+
+def _annotate(
+    server_span: Span,
+    code: int,
+    outcome: str,
+    model: str,
+    request_context: RequestContext,
+    error_type: str | None,
+) -> None:
+    server_span.set_attribute("rpc.grpc.status_code", code)
+    server_span.set_attribute("gateway.outcome", outcome)
+    if model:
+        server_span.set_attribute("gateway.model", model)
+    if request_context.request_id is not None:
+        server_span.set_attribute("gateway.request_id", request_context.request_id)
+    if error_type is not None:
+        server_span.set_attribute("error.type", error_type)
+    if outcome in metrics.SERVER_FAILURES:
+        server_span.set_status(StatusCode.ERROR)

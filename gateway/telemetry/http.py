@@ -1,0 +1,238 @@
+"""REST telemetry: a pure ASGI middleware (metrics, server span, log context) and ``/metrics``.
+
+The middleware is the app's outermost one, so it sees every answer, including those the
+guard gives before routing (shed, unauthenticated, rate-limited). The error type of an
+error answer is read from the problem body's ``type`` URN (``urn:gateway:error:<Class>``),
+which every error answer carries, so the label is exactly what the client was told; it is
+checked against the error tree, so the label set stays closed.
+
+Health probes, ``/metrics`` and the API docs are not measured or traced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from fastapi import FastAPI, Request, Response
+from opentelemetry.trace import Span, StatusCode
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.telemetry import metrics, multiproc, tracing
+from gateway.telemetry.context import RequestContext, current
+
+log = logging.getLogger("gateway.requests")
+
+UNTRACKED_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/metrics/", "/docs", "/redoc", "/openapi.json"}
+)
+_MODEL_PREFIX = "/v1/models/"
+_PROBLEM_PREFIX = b'{"type":"urn:gateway:error:'
+_MAX_CACHED_PATHS = 512
+
+
+class _Answer:
+    __slots__ = ("error_name", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.error_name: str | None = None
+
+
+class TelemetryMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        models: Iterable[str],
+        routes: Sequence[BaseRoute],
+        slow_request_s: float,
+    ) -> None:
+        self.app = app
+        self._models = frozenset(models)
+        self._routes = routes
+        self._slow_request_s = slow_request_s
+        self._in_flight = metrics.IN_FLIGHT_BY_TRANSPORT["http"]
+        # Route templates of paths the router never saw (rejected before routing).
+        self._matched: dict[tuple[str, str], str] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNTRACKED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        context = RequestContext("http", scope["headers"])
+        current.set(context)  # the request's own task: nothing to reset
+        answer = _Answer()
+        server_span = token = None
+        if tracing.enabled:
+            server_span, token = tracing.start_server_span(
+                scope["method"],
+                scope["headers"],
+                tracing.ASGI_GETTER,
+                {"http.request.method": scope["method"], "network.protocol.name": "http"},
+            )
+            context.span = server_span
+
+        async def send_and_note(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer.status = message["status"]
+            elif answer.status >= 400 and answer.error_name is None:
+                answer.error_name = _problem_type(message.get("body", b""))
+            await send(message)
+
+        self._in_flight.inc()
+        raised: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_and_note)
+        except BaseException as error:
+            raised = error
+            raise
+        finally:
+            self._in_flight.dec()
+            self._finish(
+                scope, context, answer, raised, time.perf_counter() - started, server_span, token
+            )
+
+    def _finish(
+        self,
+        scope: Scope,
+        context: RequestContext,
+        answer: _Answer,
+        raised: BaseException | None,
+        seconds: float,
+        server_span: Span | None,
+        token: object,
+    ) -> None:
+        route = self._route(scope)
+        model = self._model(scope["path"])
+        error_type: str | None = None
+        status = answer.status
+        if raised is not None:
+            status = status or 500
+            outcome = metrics.outcome(500, type(raised))
+            error_type = metrics.error_type_label(type(raised))
+        elif status >= 400:
+            error = metrics.error_class(answer.error_name) if answer.error_name else None
+            error_type = error.__name__ if error is not None else "HTTPError"
+            outcome = metrics.outcome(status, error)
+        else:
+            outcome = "ok"
+        metrics.observe_request("http", route, model, outcome, seconds, error_type)
+        if server_span is not None:
+            if server_span.is_recording():  # sampled: worth the attributes
+                server_span.update_name(route if route != metrics.UNMATCHED else scope["method"])
+                server_span.set_attribute("http.route", route.partition(" ")[2] or route)
+                server_span.set_attribute("http.response.status_code", status)
+                server_span.set_attribute("gateway.outcome", outcome)
+                if model:
+                    server_span.set_attribute("gateway.model", model)
+                if context.request_id is not None:
+                    server_span.set_attribute("gateway.request_id", context.request_id)
+                if error_type is not None:
+                    server_span.set_attribute("error.type", error_type)
+                if status >= 500:
+                    server_span.set_status(StatusCode.ERROR)
+            tracing.end_server_span(server_span, token)
+        if raised is None:
+            log_request(
+                "http", route, model, status, outcome, error_type, seconds, self._slow_request_s
+            )
+
+    def _route(self, scope: Scope) -> str:
+        method: str = scope["method"]
+        path = getattr(scope.get("route"), "path", None)
+        if path is None:
+            key = (method, scope["path"])
+            label = self._matched.get(key)
+            if label is None:
+                label = self._match(scope)
+                if len(self._matched) < _MAX_CACHED_PATHS:
+                    self._matched[key] = label
+            return label
+        return f"{method} {path}"
+
+    def _match(self, scope: Scope) -> str:
+        for route in self._routes:
+            match, _ = route.matches(scope)
+            path = getattr(route, "path", None)
+            if match is not Match.NONE and path is not None:
+                return f"{scope['method']} {path}"
+        return metrics.UNMATCHED
+
+    def _model(self, path: str) -> str:
+        if not path.startswith(_MODEL_PREFIX):
+            return ""
+        name = path[len(_MODEL_PREFIX) :].partition("/")[0]
+        if not name:
+            return ""
+        return name if name in self._models else metrics.UNKNOWN_MODEL
+
+
+def _problem_type(body: bytes) -> str | None:
+    """``Class`` from a problem body starting ``{"type":"urn:gateway:error:Class"``."""
+    if not body.startswith(_PROBLEM_PREFIX):
+        return None
+    end = body.find(b'"', len(_PROBLEM_PREFIX))
+    return body[len(_PROBLEM_PREFIX) : end].decode("ascii", "replace") if end > 0 else None
+
+
+def log_request(
+    transport: str,
+    route: str,
+    model: str,
+    status: int | str,
+    outcome: str,
+    error_type: str | None,
+    seconds: float,
+    slow_request_s: float,
+) -> None:
+    """At most one line per request: a failure (5xx), a slow request, or (INFO) a rejection."""
+    if outcome in metrics.SERVER_FAILURES:
+        level = logging.ERROR if outcome == "error" else logging.WARNING
+        message = "request failed"
+    elif seconds >= slow_request_s:
+        level, message = logging.WARNING, "slow request"
+    elif error_type is not None:
+        level, message = logging.INFO, "request rejected"
+    else:
+        return
+    if not log.isEnabledFor(level):
+        return
+    log.log(
+        level,
+        message,
+        extra={
+            "transport": transport,
+            "route": route,
+            "model": model,
+            "status": status,
+            "outcome": outcome,
+            "error_type": error_type,
+            "duration_ms": round(seconds * 1000, 2),
+        },
+    )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus text exposition (all workers' values in multiprocess mode)."""
+    if multiproc.directory() is None:
+        body = metrics.exposition()
+    else:
+        body = await asyncio.to_thread(metrics.exposition)  # reads the workers' files
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
+def install_telemetry(app: FastAPI, models: Iterable[str], *, slow_request_s: float) -> None:
+    """``/metrics`` and the telemetry middleware; call after every other middleware is added,
+    so this one is outermost and sees every answer."""
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.add_middleware(
+        TelemetryMiddleware,
+        models=models,
+        routes=app.router.routes,
+        slow_request_s=slow_request_s,
+    )

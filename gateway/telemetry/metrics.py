@@ -1,0 +1,257 @@
+"""The gateway's Prometheus metrics: every name and label in one place, plus record helpers.
+
+Names follow Prometheus conventions (``gateway_`` prefix, base units, ``_seconds``,
+``_total``). Every label has a small, closed set of values; none ever carries an entity id,
+a request id or any other client-chosen string:
+
+=============  =====================================================================
+``transport``  ``http`` | ``grpc``
+``route``      the route template (``POST /v1/models/{model}/predict``), the gRPC method
+               (``/gateway.v1.Gateway/Predict``) or ``unmatched``
+``model``      a model from the spec; ``unknown`` for any other name; empty when the route
+               names no model
+``outcome``    :data:`OUTCOMES`
+``source``     :data:`SOURCES`
+``error_type`` a ``GatewayError`` class name, ``HTTPError`` (routing 404/405) or ``Unhandled``
+``operation``  ``lookup`` | ``write_predictions``
+=============  =====================================================================
+
+The objects are module-level: prometheus_client's registry is process-wide by design, and in
+multiprocess mode (several uvicorn workers, see ``multiproc``) the values live in files
+anyway. Label children are cached in plain dicts, so recording costs a dict lookup and the
+metric's own update, not ``labels()``'s validation on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from gateway.errors import ClientDisconnected, GatewayError, Overloaded, RateLimited
+from gateway.telemetry import multiproc
+
+if TYPE_CHECKING:
+    from gateway.service import Prediction
+    from gateway.validation import PredictRequest
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+TRANSPORTS = ("http", "grpc")
+OUTCOMES = (
+    "ok",
+    "client_error",
+    "rate_limited",
+    "shed",
+    "cancelled",
+    "unavailable",
+    "timeout",
+    "error",
+)
+"""Request outcomes. ``shed``: refused by the in-flight bound (``Overloaded``);
+``unavailable``: 503 from a dependency; ``timeout``: 504; ``error``: any other 5xx."""
+SOURCES = ("hit", "stale_hit", "stale_fallback", "miss", "bypass", "default", "none", "other")
+"""Where a prediction came from: ``hit`` fresh cache; ``stale_hit`` stale-while-revalidate;
+``stale_fallback`` stale cache because real time failed; ``miss`` computed after a cache miss;
+``bypass`` computed without reading the cache (``cache: bypass`` or feature overrides);
+``default`` the model's default scores; ``none`` no answer (``cache: only``); ``other`` a
+source this version does not know yet."""
+SERVER_FAILURES = frozenset({"unavailable", "timeout", "error"})
+UNMATCHED = "unmatched"
+UNKNOWN_MODEL = "unknown"
+
+# A few-ms service: 0.5 ms … 2.5 s (the Triton deadline is 1 s).
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+# Feature and prediction ages: seconds to a week.
+AGE_BUCKETS = (
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0,
+    604800.0,
+)  # fmt: skip
+
+REQUEST_DURATION = Histogram(
+    "gateway_request_duration_seconds",
+    "API requests from arrival to the last byte of the answer, by transport, route, model and "
+    "outcome (health and /metrics excluded). The _count is the request counter.",
+    ["transport", "route", "model", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "gateway_requests_in_flight",
+    "API requests being processed now (summed over the pod's worker processes).",
+    ["transport"],
+    multiprocess_mode="livesum",
+)
+SHED = Counter(
+    "gateway_shed_requests",
+    "API requests refused at once because the process was at its in-flight bound.",
+    ["transport"],
+)
+ERRORS = Counter(
+    "gateway_errors",
+    "API requests answered with an error, by error type (the problem type / gRPC error-type).",
+    ["transport", "error_type"],
+)
+PREDICTIONS = Counter(
+    "gateway_predictions",
+    "Predictions served (one per entity, batch items counted one by one), by source.",
+    ["model", "source"],
+)
+FEATURE_AGE = Histogram(
+    "gateway_feature_age_seconds",
+    "Age (by event time) of the stored features behind each served prediction.",
+    ["model"],
+    buckets=AGE_BUCKETS,
+)
+PREDICTION_AGE = Histogram(
+    "gateway_prediction_age_seconds",
+    "Age of each prediction served from the cache (fresh or stale).",
+    ["model", "source"],
+    buckets=AGE_BUCKETS,
+)
+TRITON_DURATION = Histogram(
+    "gateway_triton_request_duration_seconds",
+    "Triton inference calls as the gateway sees them (gRPC round trip, queue and compute).",
+    ["model", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+REDIS_DURATION = Histogram(
+    "gateway_redis_request_duration_seconds",
+    "Redis round trips: lookup (features + cached predictions) and write_predictions.",
+    ["operation", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+
+_children: dict[tuple[Any, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    key = (metric, *labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
+# Series that must exist before anything happens (a shed counter that appears only with the
+# first shed request breaks rate() and "absent" alerts).
+IN_FLIGHT_BY_TRANSPORT = {t: _child(IN_FLIGHT, t) for t in TRANSPORTS}
+for _transport in TRANSPORTS:
+    _child(SHED, _transport)
+
+
+def observe_request(
+    transport: str, route: str, model: str, outcome: str, seconds: float, error_type: str | None
+) -> None:
+    _child(REQUEST_DURATION, transport, route, model, outcome).observe(seconds)
+    if error_type is not None:
+        _child(ERRORS, transport, error_type).inc()
+    if outcome == "shed":
+        _child(SHED, transport).inc()
+
+
+def observe_triton(model: str, outcome: str, seconds: float) -> None:
+    _child(TRITON_DURATION, model, outcome).observe(seconds)
+
+
+def observe_redis(operation: str, outcome: str, seconds: float) -> None:
+    _child(REDIS_DURATION, operation, outcome).observe(seconds)
+
+
+def observe_predictions(
+    model: str, request: PredictRequest, predictions: Sequence[Prediction | None]
+) -> None:
+    """Source, feature age and (for cached answers) prediction age of each prediction."""
+    items = request.items
+    bypass_all = request.cache_mode == "bypass"
+    for i, prediction in enumerate(predictions):
+        if prediction is None:
+            continue
+        source = source_label(
+            prediction.source, prediction.flags, bypass_all or bool(items[i].overrides)
+        )
+        _child(PREDICTIONS, model, source).inc()
+        if prediction.feature_age_s is not None:
+            _child(FEATURE_AGE, model).observe(prediction.feature_age_s)
+        if source in ("hit", "stale_hit", "stale_fallback") and prediction.prediction_age_s:
+            _child(PREDICTION_AGE, model, source).observe(prediction.prediction_age_s)
+
+
+def source_label(source: str, flags: Sequence[str], bypass: bool) -> str:
+    """``Prediction.source`` (+ flags, cache mode) → a value of :data:`SOURCES`."""
+    if source == "cache":
+        return "hit"
+    if source == "model":
+        return "bypass" if bypass else "miss"
+    if source == "stale":
+        return "stale_fallback" if "fallback" in flags else "stale_hit"
+    if source in ("default", "none"):
+        return source
+    return "other"
+
+
+def outcome(status: int, error: type[BaseException] | None = None) -> str:
+    """The outcome label of an answer: by error class where known, else by HTTP status."""
+    if error is not None:
+        if issubclass(error, Overloaded):
+            return "shed"
+        if issubclass(error, RateLimited):
+            return "rate_limited"
+        if issubclass(error, ClientDisconnected | asyncio.CancelledError):
+            return "cancelled"
+        status = error.http_status if issubclass(error, GatewayError) else 500
+    if status < 400:
+        return "ok"
+    if status == 499:
+        return "cancelled"
+    if status < 500:
+        return "client_error"
+    if status == 503:
+        return "unavailable"
+    if status == 504:
+        return "timeout"
+    return "error"
+
+
+def error_type_label(error: type[BaseException]) -> str:
+    if issubclass(error, GatewayError):
+        return error.__name__  # the error tree: a closed set of class names
+    if issubclass(error, asyncio.CancelledError):
+        return "Cancelled"
+    return "Unhandled"
+
+
+def error_class(name: str) -> type[GatewayError] | None:
+    """The ``GatewayError`` subclass called ``name`` (from a problem type URN), if any."""
+    if not _ERROR_CLASSES:
+        pending: list[type[GatewayError]] = [GatewayError]
+        while pending:
+            cls = pending.pop()
+            _ERROR_CLASSES[cls.__name__] = cls
+            pending.extend(cls.__subclasses__())
+    return _ERROR_CLASSES.get(name)
+
+
+_ERROR_CLASSES: dict[str, type[GatewayError]] = {}
+
+
+def exposition() -> bytes:
+    """The text exposition: this process's registry, or all workers' files in multiprocess mode."""
+    path = multiproc.directory()
+    if path is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    prometheus_multiprocess.MultiProcessCollector(registry, path=str(path))  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def mark_process_dead() -> None:
+    """At worker exit: drop this process's live gauges (in-flight) from the shared files."""
+    path = multiproc.directory()
+    if path is not None:
+        prometheus_multiprocess.mark_process_dead(os.getpid(), str(path))  # type: ignore[no-untyped-call]

@@ -1,0 +1,457 @@
+"""``python -m gateway batch-score`` against a real redis-server and a real tritonserver.
+
+The job runs in-process through the CLI entry point (``gateway.__main__.main``), except where
+a test needs a process to kill. This module has its own Redis (the feature-store source scans
+the whole namespace, so it must not see other tests' entities).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import redis
+import tritonclient.grpc as triton_grpc
+
+from devstack.redis_server import RedisServer
+from gateway.__main__ import main
+from tests.integration.conftest import DEMO_FEATURES, MODEL_REPOSITORY, SPEC_PATH, wait_until
+from tests.integration.helpers import fraud_spec, reference_score
+from triton_launcher.launcher import TritonServer
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PREDICTIONS = "gw:p:fraud_scorer:{version}:*"
+
+
+@pytest.fixture(scope="module")
+def batch_redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def kv(batch_redis: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(batch_redis.url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stack(
+    batch_redis: RedisServer, triton_server: TritonServer, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Environment of a batch-score process (and of in-process runs) against the stack."""
+    env = {
+        "GATEWAY_REDIS__URL": batch_redis.url,
+        "GATEWAY_TRITON__URL": triton_server.grpc_url,
+        "GATEWAY_SPEC_PATH": str(SPEC_PATH),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("GATEWAY_BATCH_JOB_ID", raising=False)
+    return env
+
+
+@pytest.fixture(autouse=True)
+def _keep_pytest_logging() -> Iterator[None]:
+    # The CLI configures JSON logging on the root logger, as the gateway does.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+def batch_score(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    capsys.readouterr()
+    status = main(["batch-score", "--model", "fraud_scorer", "--json", "--progress", "off", *args])
+    out = capsys.readouterr().out
+    return status, orjson.loads(out.strip().splitlines()[-1])
+
+
+def cards(n: int, seed: int = 1, prefix: str = "card-t") -> pa.Table:
+    """n valid entities; a few optional features left out, so defaults are used too."""
+    rng = np.random.default_rng(seed)
+    return pa.table(
+        {
+            "card_id": [f"{prefix}{i:07d}" for i in range(n)],
+            "amount": np.round(rng.lognormal(3.8, 1.0, n), 2),
+            "hour_of_day": rng.integers(0, 24, n),
+            "merchant_category_risk": np.round(rng.random(n), 3),
+            "is_online": rng.integers(0, 2, n),
+            "txn_count_24h": rng.integers(0, 20, n),
+            "account_age_days": rng.integers(0, 5000, n),
+        }
+    )
+
+
+def expected_matrix(table: pa.Table) -> np.ndarray:
+    columns = []
+    for feature in fraud_spec().features:
+        if feature.name in table.column_names:
+            columns.append(table.column(feature.name).to_numpy().astype(np.float32))
+        else:
+            columns.append(np.full(table.num_rows, feature.default, dtype=np.float32))
+    return np.column_stack(columns)
+
+
+def triton_answers(url: str, matrix: np.ndarray, version: str = "1") -> np.ndarray:
+    """Triton's own answer for each row, asked directly (no gateway code involved)."""
+    client = triton_grpc.InferenceServerClient(url)
+    try:
+        out = []
+        for start in range(0, len(matrix), 1024):
+            rows = np.ascontiguousarray(matrix[start : start + 1024])
+            tensor = triton_grpc.InferInput("features", list(rows.shape), "FP32")
+            tensor.set_data_from_numpy(rows)
+            result = client.infer(
+                "fraud_scorer",
+                [tensor],
+                model_version=version,
+                outputs=[triton_grpc.InferRequestedOutput("fraud_probability")],
+            )
+            out.append(result.as_numpy("fraud_probability")[:, 0])
+        return np.concatenate(out)
+    finally:
+        client.close()
+
+
+def stored_predictions(kv: redis.Redis, ids: list[str], version: str = "1") -> list[Any]:
+    keys = [f"gw:p:fraud_scorer:{version}:{i}" for i in ids]
+    values: list[Any] = []
+    for start in range(0, len(keys), 10_000):
+        values += kv.mget(keys[start : start + 10_000])
+    return [None if v is None else orjson.loads(v) for v in values]
+
+
+def prediction_count(kv: redis.Redis, version: str = "1") -> int:
+    return sum(1 for _ in kv.scan_iter(PREDICTIONS.format(version=version), count=10_000))
+
+
+def test_csv_file_scores_every_entity_as_triton_does_and_rerun_has_nothing_to_do(
+    stack: dict[str, str],
+    kv: redis.Redis,
+    triton_server: TritonServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    table = pa_csv.read_csv(
+        DEMO_FEATURES, convert_options=pa_csv.ConvertOptions(column_types={"card_id": pa.string()})
+    )
+    ids = table.column("card_id").to_pylist()
+    before = time.time()
+
+    status, summary = batch_score(capsys, "--source", str(DEMO_FEATURES))
+
+    after = time.time()
+    assert status == 0
+    assert summary["outcome"] == "complete"
+    assert (summary["entities"], summary["scored"], summary["skipped"]) == (len(ids), len(ids), 0)
+    assert summary["job"] == {"scored": len(ids), "invalid": 0, "failed": 0}
+    records = stored_predictions(kv, ids)
+    assert all(r is not None for r in records)
+    scores = np.array([r["s"][0] for r in records])
+    np.testing.assert_allclose(
+        scores, triton_answers(triton_server.grpc_url, expected_matrix(table)), atol=1e-6
+    )
+    row = {name: table.column(name)[42].as_py() for name in table.column_names[1:]}
+    assert scores[42] == pytest.approx(reference_score(row), abs=1e-6)
+    assert {r["v"] for r in records} == {"1"}
+    assert all(before <= r["t"] <= after for r in records)
+    # no event_time column: the features are as of the job's start
+    assert len({r["f"] for r in records}) == 1
+    assert before <= records[0]["f"] <= records[0]["t"]
+    assert 86_000 < kv.ttl(f"gw:p:fraud_scorer:1:{ids[0]}") <= 86_400
+
+    status, again = batch_score(capsys, "--source", str(DEMO_FEATURES))
+    assert status == 0
+    assert again["outcome"] == "nothing-to-do"
+    assert (again["scored"], again["skipped"]) == (0, len(ids))
+
+    status, restarted = batch_score(capsys, "--source", str(DEMO_FEATURES), "--restart")
+    assert (status, restarted["scored"], restarted["skipped"]) == (0, len(ids), 0)
+
+
+def test_parquet_file_uses_event_time_and_reports_invalid_rows(
+    stack: dict[str, str],
+    kv: redis.Redis,
+    triton_server: TritonServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = cards(500)
+    event_times = np.arange(500, dtype=np.float64) + 1_700_000_000
+    table = good.append_column("event_time", pa.array(event_times))
+    bad = pa.table(
+        {
+            "card_id": ["card-bad-amount", None, "card-t0000001", "card-no-amount"],
+            "amount": [-3.0, 10.0, 10.0, None],
+            "hour_of_day": [1, 1, 1, 1],
+            "merchant_category_risk": [0.1] * 4,
+            "is_online": [0] * 4,
+            "txn_count_24h": [1] * 4,
+            "account_age_days": [10] * 4,
+            "event_time": [1_700_000_000.0] * 4,
+        },
+        schema=table.schema,
+    )
+    path = tmp_path / "cards.parquet"
+    pq.write_table(pa.concat_tables([table, bad]), path)
+
+    status, summary = batch_score(capsys, "--source", str(path), "--batch-size", "128")
+
+    assert status == 1  # invalid rows are failures
+    assert (summary["scored"], summary["invalid"], summary["failed"]) == (500, 4, 0)
+    assert summary["job"] == {"scored": 500, "invalid": 4, "failed": 0}
+    reasons = {f["entity"]: f["reason"] for f in summary["failures"]}
+    assert reasons == {
+        "card-bad-amount": "amount=-3.0 is outside [0, 1000000]",
+        "row 502": "entity id is missing",
+        "row 503": "duplicate entity id 'card-t0000001' (first at row 2)",
+        "card-no-amount": "missing required feature 'amount' (empty cell, no declared default)",
+    }
+    ids = good.column("card_id").to_pylist()
+    records = stored_predictions(kv, ids)
+    assert [r["f"] for r in records] == event_times.tolist()
+    scores = np.array([r["s"][0] for r in records])
+    np.testing.assert_allclose(
+        scores, triton_answers(triton_server.grpc_url, expected_matrix(good)), atol=1e-6
+    )
+    assert stored_predictions(kv, ["card-bad-amount", "card-no-amount"]) == [None, None]
+    assert prediction_count(kv) == 500
+
+
+def load_feature_store(kv: redis.Redis, table: pa.Table, written_at: float) -> list[float]:
+    """HSET each entity's features with its own event time (``_ts``), as the loader stores them."""
+    names = [c for c in table.column_names if c != "card_id"]
+    rows = table.to_pylist()
+    times = [written_at + i for i in range(len(rows))]
+    pipe = kv.pipeline(transaction=False)
+    for row, at in zip(rows, times, strict=True):
+        mapping = {name: repr(float(row[name])) for name in names if row[name] is not None}
+        mapping["_ts"] = repr(at)
+        pipe.hset(f"gw:f:card:{row['card_id']}", mapping=mapping)  # type: ignore[arg-type]
+    pipe.execute()
+    return times
+
+
+def test_feature_store_source_scores_every_stored_entity(
+    stack: dict[str, str],
+    kv: redis.Redis,
+    triton_server: TritonServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    table = cards(3000, seed=2)
+    times = load_feature_store(kv, table, 1_700_000_000.0)
+    kv.hset("gw:f:card:card-without-amount", mapping={"hour_of_day": "3", "_ts": "1.0"})
+    ids = table.column("card_id").to_pylist()
+
+    status, summary = batch_score(capsys, "--source", "feature-store", "--batch-size", "500")
+
+    assert status == 1
+    assert (summary["entities"], summary["scored"], summary["invalid"]) == (3001, 3000, 1)
+    assert summary["failures"] == [
+        {
+            "entity": "card-without-amount",
+            "reason": "feature 'amount' has no usable stored value and no declared default",
+        }
+    ]
+    records = stored_predictions(kv, ids)
+    assert [r["f"] for r in records] == times  # the features' own event times
+    scores = np.array([r["s"][0] for r in records])
+    np.testing.assert_allclose(
+        scores, triton_answers(triton_server.grpc_url, expected_matrix(table)), atol=1e-6
+    )
+    # the snapshot is dropped once the job is complete; the rest of the checkpoint stays
+    assert not list(kv.scan_iter("gw:batch:*:ids"))
+    assert list(kv.scan_iter("gw:batch:*:counts"))
+
+
+def scored_ids(kv: redis.Redis) -> set[str]:
+    prefix = len("gw:p:fraud_scorer:1:")
+    return {
+        k.decode()[prefix:] for k in kv.scan_iter(PREDICTIONS.format(version="1"), count=10_000)
+    }
+
+
+def test_shards_split_the_work_exactly_once_and_alike_for_file_and_feature_store(
+    stack: dict[str, str], kv: redis.Redis, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    table = cards(4000, seed=3)
+    path = tmp_path / "cards.csv"
+    pa_csv.write_csv(table, path)
+    everyone = set(table.column("card_id").to_pylist())
+
+    status0, shard0 = batch_score(capsys, "--source", str(path), "--shard", "0/2")
+    first = scored_ids(kv)
+    status1, shard1 = batch_score(capsys, "--source", str(path), "--shard", "1/2")
+    second = scored_ids(kv) - first
+
+    assert status0 == status1 == 0
+    assert first | second == everyone
+    assert not first & second
+    assert shard0["scored"] + shard1["scored"] == len(everyone)
+    assert shard0["job_id"] == shard1["job_id"]  # one job, two shards with their own state
+
+    kv.delete(*kv.keys("gw:p:*"))
+    load_feature_store(kv, table, 1_700_000_000.0)
+    status, _from_store = batch_score(capsys, "--source", "feature-store", "--shard", "0/2")
+    assert status == 0
+    assert scored_ids(kv) == first
+
+
+def test_crash_and_resume_scores_every_entity_exactly_once(
+    stack: dict[str, str],
+    kv: redis.Redis,
+    triton_server: TritonServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    n, batch = 100_000, 256
+    table = cards(n, seed=4)
+    path = tmp_path / "cards.parquet"
+    pq.write_table(table, path)
+    args = ["--source", str(path), "--batch-size", str(batch), "--job-id", "crash-test"]
+    counts = "gw:batch:crash-test:0-of-1:counts"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
+        env={**os.environ, **stack},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: int(kv.hget(counts, "chunks") or 0) >= 60, timeout_s=30)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+    committed = int(kv.hget(counts, "scored") or 0)
+    assert 0 < committed < n, "the job was not killed mid-run"
+    assert committed % batch == 0  # whole chunks only
+    assert prediction_count(kv) == committed  # nothing half-written, nothing unrecorded
+
+    status, summary = batch_score(capsys, *args)
+
+    assert status == 0
+    assert summary["skipped"] == committed
+    assert summary["scored"] == n - committed
+    assert summary["job"] == {"scored": n, "invalid": 0, "failed": 0}
+    assert prediction_count(kv) == n
+    records = stored_predictions(kv, table.column("card_id").to_pylist())
+    scores = np.array([r["s"][0] for r in records])
+    np.testing.assert_allclose(
+        scores, triton_answers(triton_server.grpc_url, expected_matrix(table)), atol=1e-6
+    )
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """A Triton of its own serving fraud_scorer versions 1 and 2; tests may stop it."""
+    repository = tmp_path_factory.mktemp("models")
+    shutil.copytree(MODEL_REPOSITORY / "fraud_scorer", repository / "fraud_scorer")
+    shutil.copytree(repository / "fraud_scorer/1", repository / "fraud_scorer/2")
+    server = TritonServer(repository)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()  # a graceful stop takes ~4 s; nothing of this server needs to survive
+
+
+@pytest.fixture
+def latest_spec(tmp_path: Path, stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    spec = tmp_path / "models.yaml"
+    spec.write_text(SPEC_PATH.read_text().replace('version: "1"', 'version: "latest"'))
+    monkeypatch.setenv("GATEWAY_SPEC_PATH", str(spec))
+    return spec
+
+
+def test_predictions_are_keyed_by_the_served_version(
+    latest_spec: Path,
+    two_versions: TritonServer,
+    kv: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("GATEWAY_TRITON__URL", two_versions.grpc_url)
+    table = cards(300, seed=5)
+    path = tmp_path / "cards.csv"
+    pa_csv.write_csv(table, path)
+
+    status, summary = batch_score(capsys, "--source", str(path))
+
+    assert status == 0
+    assert summary["version"] == "2"
+    assert summary["job_id"].startswith("fraud_scorer-v2-")
+    records = stored_predictions(kv, table.column("card_id").to_pylist(), version="2")
+    assert {r["v"] for r in records} == {"2"}
+    assert prediction_count(kv, version="1") == 0
+
+
+def test_triton_outage_fails_chunks_and_the_next_run_retries_them(
+    latest_spec: Path,
+    two_versions: TritonServer,
+    kv: redis.Redis,
+    stack: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_TRITON__URL", two_versions.grpc_url)
+    n = 40_000
+    table = cards(n, seed=6)
+    path = tmp_path / "cards.parquet"
+    pq.write_table(table, path)
+    args = ["--source", str(path), "--batch-size", "64", "--job-id", "outage"]
+    args += ["--retries", "1", "--retry-backoff-s", "0.01", "--triton-timeout-s", "2"]
+    env = {**os.environ, **stack, "GATEWAY_SPEC_PATH": str(latest_spec)}
+    env["GATEWAY_TRITON__URL"] = two_versions.grpc_url
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", "--json",
+         "--progress", "off", *args],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        counts = "gw:batch:outage:0-of-1:counts"
+        wait_until(lambda: int(kv.hget(counts, "chunks") or 0) >= 20, timeout_s=30)
+        two_versions.kill()  # an outage as abrupt as a crash
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        two_versions.start()
+    summary = orjson.loads(out)
+
+    assert process.returncode == 1
+    assert summary["outcome"] == "incomplete"
+    assert summary["failed"] > 0
+    assert summary["scored"] + summary["failed"] == n  # every entity committed or failed
+    assert summary["job"]["failed"] == summary["failed"]
+    assert any("InferenceUnavailable" in f["reason"] for f in summary["failures"])
+    assert prediction_count(kv, version="2") == summary["scored"]
+
+    status, rerun = batch_score(capsys, *args)
+
+    assert status == 0
+    assert rerun["outcome"] == "complete"
+    assert rerun["skipped"] == summary["scored"]
+    assert rerun["scored"] == summary["failed"]
+    assert rerun["job"] == {"scored": n, "invalid": 0, "failed": 0}
+    assert prediction_count(kv, version="2") == n

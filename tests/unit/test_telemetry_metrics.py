@@ -1,0 +1,172 @@
+"""Metric labels: outcomes, sources, error types; prediction accounting; multiprocess setup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from gateway.errors import (
+    ClientDisconnected,
+    FeatureStoreUnavailable,
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    RateLimited,
+    Unauthenticated,
+)
+from gateway.service import Prediction
+from gateway.telemetry import metrics, multiproc
+from gateway.validation import EntityQuery, PredictRequest
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (Overloaded, "shed"),
+        (RateLimited, "rate_limited"),
+        (ClientDisconnected, "cancelled"),
+        (asyncio.CancelledError, "cancelled"),
+        (InvalidRequest, "client_error"),
+        (ModelNotFound, "client_error"),
+        (Unauthenticated, "client_error"),
+        (FeatureStoreUnavailable, "unavailable"),
+        (InferenceTimeout, "timeout"),
+        (InferenceFailed, "error"),
+        (ValueError, "error"),
+    ],
+)
+def test_outcome_follows_the_error_class(error: type[BaseException], expected: str) -> None:
+    assert metrics.outcome(500, error) == expected
+    assert expected in metrics.OUTCOMES
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [(200, "ok"), (304, "ok"), (404, "client_error"), (405, "client_error"), (429, "client_error"),
+     (499, "cancelled"), (500, "error"), (502, "error"), (503, "unavailable"), (504, "timeout")],
+)  # fmt: skip
+def test_outcome_without_a_known_error_class_follows_the_status(status: int, expected: str) -> None:
+    assert metrics.outcome(status) == expected
+
+
+def test_error_types_are_class_names_of_the_error_tree_only() -> None:
+    assert metrics.error_class("ModelNotFound") is ModelNotFound
+    assert metrics.error_class("Overloaded") is Overloaded
+    assert metrics.error_class("card-000042") is None
+    assert metrics.error_type_label(InferenceTimeout) == "InferenceTimeout"
+    assert metrics.error_type_label(KeyError) == "Unhandled"
+    assert metrics.error_type_label(asyncio.CancelledError) == "Cancelled"
+
+
+@pytest.mark.parametrize(
+    ("source", "flags", "bypass", "label"),
+    [
+        ("cache", (), False, "hit"),
+        ("stale", ("revalidating",), False, "stale_hit"),
+        ("stale", ("fallback",), False, "stale_fallback"),
+        ("model", (), False, "miss"),
+        ("model", (), True, "bypass"),
+        ("default", ("fallback",), False, "default"),
+        ("none", (), False, "none"),
+        ("something_new", (), False, "other"),
+    ],
+)
+def test_source_label_is_a_closed_set(
+    source: str, flags: tuple[str, ...], bypass: bool, label: str
+) -> None:
+    assert metrics.source_label(source, flags, bypass) == label
+    assert label in metrics.SOURCES
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_observe_predictions_counts_sources_and_ages_per_item() -> None:
+    model = "unit_observe_model"
+    request = PredictRequest(
+        items=[
+            EntityQuery("e1", {}),
+            EntityQuery("e2", {}),
+            EntityQuery("e3", {0: 12.0}),  # overrides: computed without the cache
+            EntityQuery("e4", {}),
+        ],
+        cache_mode="prefer",
+        batch=True,
+    )
+    predictions: list[Prediction | None] = [
+        Prediction("e1", (0.1,), "cache", 30.0, 120.0),
+        Prediction("e2", (0.2,), "model", 0.0, None),
+        Prediction("e3", (0.3,), "model", 0.0, 50.0),
+        None,
+    ]
+    metrics.observe_predictions(model, request, predictions)
+
+    assert _sample("gateway_predictions_total", model=model, source="hit") == 1
+    assert _sample("gateway_predictions_total", model=model, source="miss") == 1
+    assert _sample("gateway_predictions_total", model=model, source="bypass") == 1
+    assert _sample("gateway_feature_age_seconds_count", model=model) == 2
+    assert _sample("gateway_feature_age_seconds_sum", model=model) == 170.0
+    assert _sample("gateway_prediction_age_seconds_count", model=model, source="hit") == 1
+    assert _sample("gateway_prediction_age_seconds_count", model=model, source="miss") == 0
+
+
+def test_cache_bypass_mode_labels_every_computed_prediction_bypass() -> None:
+    model = "unit_bypass_model"
+    request = PredictRequest([EntityQuery("e1", {})], cache_mode="bypass", batch=False)
+    metrics.observe_predictions(model, request, [Prediction("e1", (0.5,), "model", 0.0, 1.0)])
+    assert _sample("gateway_predictions_total", model=model, source="bypass") == 1
+    assert _sample("gateway_predictions_total", model=model, source="miss") == 0
+
+
+def test_request_observation_counts_errors_and_shed_requests() -> None:
+    route = "POST /unit/{model}"
+    shed_before = _sample("gateway_shed_requests_total", transport="grpc")
+    metrics.observe_request("grpc", route, "", "shed", 0.0001, "Overloaded")
+    metrics.observe_request("grpc", route, "", "ok", 0.002, None)
+    labels = {"transport": "grpc", "route": route, "model": ""}
+    assert _sample("gateway_request_duration_seconds_count", **labels, outcome="shed") == 1
+    assert _sample("gateway_request_duration_seconds_count", **labels, outcome="ok") == 1
+    assert _sample("gateway_shed_requests_total", transport="grpc") == shed_before + 1
+    assert _sample("gateway_errors_total", transport="grpc", error_type="Overloaded") >= 1
+
+
+def test_exposition_is_the_prometheus_text_format() -> None:
+    text = metrics.exposition().decode()
+    assert "# TYPE gateway_request_duration_seconds histogram" in text
+    assert 'gateway_requests_in_flight{transport="http"}' in text
+    assert 'gateway_shed_requests_total{transport="grpc"}' in text
+    assert metrics.CONTENT_TYPE.startswith("text/plain; version=0.0.4")
+
+
+def test_one_worker_keeps_the_in_memory_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(multiproc.ENV, raising=False)
+    assert multiproc.prepare(1) is None
+    assert multiproc.ENV not in os.environ
+
+
+def test_several_workers_get_a_fresh_shared_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(multiproc.ENV, raising=False)  # restored (unset) after the test
+    path = multiproc.prepare(2)
+    assert path is not None
+    assert os.environ[multiproc.ENV] == str(path)
+    assert path.is_dir()
+    assert not list(path.iterdir())
+    path.rmdir()
+
+
+def test_a_given_directory_is_emptied_of_an_earlier_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "counter_4242.db").write_bytes(b"stale")
+    (tmp_path / "histogram_4242.db").write_bytes(b"stale")
+    (tmp_path / "README").write_text("not ours")
+    monkeypatch.setenv(multiproc.ENV, str(tmp_path))
+    assert multiproc.prepare(1) == tmp_path  # set explicitly: used even by one worker
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README"]
