@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HELM := helm/bin/helm
 
-.PHONY: help setup run test test-fast lint format train helm bench proto
+.PHONY: help setup run test test-fast lint format train helm bench bench-tracing proto
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ format: setup ## apply ruff formatting and safe fixes
 bench: setup ## side-by-side benchmark (direct Triton, gateway miss/hit, reference gateway) → docs/benchmark.md
 	$(VENV)/bin/pip install -q -e ".[bench]"
 	$(PY) -m benchmarks.run
+
+bench-tracing: setup ## tracing off vs 5% vs 100% sampled: req/s and CPU ms/request (docs/observability.md)
+	$(PY) -m benchmarks.tracing_overhead
 
 train: setup ## regenerate the model artifact and demo data (deterministic)
 	$(PY) -m training.train_fraud_scorer

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hit-entities", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=ROOT / "results/tracing_overhead.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-results/tmp/tracing_overhead.json")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("error: wrk not found on PATH (apt-get install -y wrk)", file=sys.stderr)
