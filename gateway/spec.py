@@ -346,8 +346,9 @@ def _parse_feature(raw: Any, index: int, where: str) -> FeatureSpec:
         if "min" in raw or "max" in raw:
             raise SpecError(f"{where}: bool features take no min/max")
     else:
-        minimum = _number(raw.get("min", -math.inf), f"{where}.min")
-        maximum = _number(raw.get("max", math.inf), f"{where}.max")
+        # Omit a bound for "unbounded"; a declared one must be a real number.
+        minimum = _finite(raw["min"], f"{where}.min") if "min" in raw else -math.inf
+        maximum = _finite(raw["max"], f"{where}.max") if "max" in raw else math.inf
         if minimum > maximum:
             raise SpecError(f"{where}: min {minimum} is greater than max {maximum}")
     default: float | None = None

