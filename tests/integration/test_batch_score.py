@@ -77,6 +77,25 @@ def _keep_pytest_logging() -> Iterator[None]:
     root.handlers[:], root.level = handlers, level
 
 
+def process_env(stack: dict[str, str], **changes: str) -> dict[str, str]:
+    """Environment of a batch-score subprocess. PROMETHEUS_MULTIPROC_DIR is dropped: a unit
+    test of the metrics module can leave it pointing at a removed directory, and the job has
+    no use for the gateway's multi-worker metrics files."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    return {**env, **stack, **changes}
+
+
+def wait_for_chunks(
+    kv: redis.Redis, counts: str, at_least: int, process: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Until the job's checkpoint counts ``at_least`` committed chunks; its log if it died."""
+    wait_until(
+        lambda: int(kv.hget(counts, "chunks") or 0) >= at_least or process.poll() is not None,
+        timeout_s=30,
+    )
+    assert process.poll() is None, log.read_text()[-3000:]
+
+
 def batch_score(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
     status = main(["batch-score", "--model", "fraud_scorer", "--json", "--progress", "off", *args])
@@ -327,17 +346,20 @@ def test_crash_and_resume_scores_every_entity_exactly_once(
     pq.write_table(table, path)
     args = ["--source", str(path), "--batch-size", str(batch), "--job-id", "crash-test"]
     counts = "gw:batch:crash-test:0-of-1:counts"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
-        env={**os.environ, **stack},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "first-run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
+            env=process_env(stack),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until(lambda: int(kv.hget(counts, "chunks") or 0) >= 60, timeout_s=30)
+        wait_for_chunks(kv, counts, 60, process, log)
         os.kill(process.pid, signal.SIGKILL)
     finally:
+        process.kill()
         process.wait()
     assert process.returncode == -signal.SIGKILL
 
@@ -421,16 +443,18 @@ def test_triton_outage_fails_chunks_and_the_next_run_retries_them(
     pq.write_table(table, path)
     args = ["--source", str(path), "--batch-size", "64", "--job-id", "outage"]
     args += ["--retries", "1", "--retry-backoff-s", "0.01", "--triton-timeout-s", "2"]
-    env = {**os.environ, **stack, "GATEWAY_SPEC_PATH": str(latest_spec)}
-    env["GATEWAY_TRITON__URL"] = two_versions.grpc_url
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", "--json",
-         "--progress", "off", *args],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    env = process_env(
+        stack, GATEWAY_SPEC_PATH=str(latest_spec), GATEWAY_TRITON__URL=two_versions.grpc_url
+    )
+    log = tmp_path / "first-run.log"
+    with log.open("wb") as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", "--json",
+             "--progress", "off", *args],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=errors,
+        )  # fmt: skip
     try:
-        counts = "gw:batch:outage:0-of-1:counts"
-        wait_until(lambda: int(kv.hget(counts, "chunks") or 0) >= 20, timeout_s=30)
+        wait_for_chunks(kv, "gw:batch:outage:0-of-1:counts", 20, process, log)
         two_versions.kill()  # an outage as abrupt as a crash
         out, _ = process.communicate(timeout=60)
     finally:
@@ -455,3 +479,28 @@ def test_triton_outage_fails_chunks_and_the_next_run_retries_them(
     assert rerun["scored"] == summary["failed"]
     assert rerun["job"] == {"scored": n, "invalid": 0, "failed": 0}
     assert prediction_count(kv, version="2") == n
+
+
+def test_a_job_that_cannot_run_as_asked_exits_2_and_writes_nothing(
+    stack: dict[str, str],
+    kv: redis.Redis,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "cards.csv"
+    pa_csv.write_csv(cards(50, seed=7), path)
+    base = ["batch-score", "--model", "fraud_scorer", "--source", str(path), "--progress", "off"]
+
+    too_big = main([*base, "--batch-size", "2048"])
+    assert too_big == 2
+    assert "exceeds Triton's max_batch_size 1024" in capsys.readouterr().err
+
+    assert main([*base, "--batch-size", "10"]) == 0
+    other_chunks = main([*base, "--batch-size", "20"])
+    assert other_chunks == 2
+    assert "batch_size: '10' there, '20' now" in capsys.readouterr().err
+
+    assert main(["batch-score", "--model", "no_such_model", "--source", str(path)]) == 2
+    missing = str(tmp_path / "missing.parquet")
+    assert main(["batch-score", "--model", "fraud_scorer", "--source", missing]) == 2
+    assert prediction_count(kv) == 50  # only the one valid run wrote anything
