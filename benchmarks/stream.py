@@ -3,11 +3,13 @@
 Starts its own redis-server and tritonserver (response cache off), loads the demo card
 features, then for every combination of workers, batch size and max wait:
 
-* saturation: the workers are started and frozen (SIGSTOP), a burst of ``--events`` card
-  transactions is appended, the workers are resumed (SIGCONT) and the time until the last
-  prediction is published gives events/s (the drain rate of a backlog); worker CPU per event
-  comes from ``/proc`` over the same interval;
-* fixed rate: ``--rate`` events/s for ``--rate-duration`` s, open loop (appends follow the
+* saturation: a backlog of ``--events`` card transactions is appended before the workers
+  start, with the consumer group already past it; once they are up and idle, the group is
+  rewound (XGROUP SETID 0) and one more append wakes them, so every worker starts on the backlog
+  at the same moment. events/s = entries / (last publication - rewind), median of ``--repeat``
+  drains of the same backlog (a rewind redelivers it: the same work again). Worker CPU per
+  event comes from ``/proc`` over the same interval;
+* fixed rates: each of ``--rates`` events/s for ``--rate-duration`` s, open loop (appends follow the
   schedule whatever the workers do); each published prediction carries its event-to-prediction
   latency, from the entry's append to the prediction's publication, both on the Redis clock
   (the start is the entry id's millisecond, so figures are high by up to 1 ms); p50 / p99 of
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -69,6 +71,15 @@ class Worker:
 
 
 @dataclass
+class Fixed:
+    achieved_rate: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    mean_batch: float
+
+
+@dataclass
 class Result:
     workers: int
     batch_size: int
@@ -76,11 +87,8 @@ class Result:
     window: int
     events_per_s: float = 0.0
     cpu_ms_per_event: float = 0.0
-    fixed_rate: float = 0.0
-    p50_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
-    mean_batch: float = 0.0
+    fixed: dict[float, Fixed] = field(default_factory=dict)
+    """Latency at each fixed rate the configuration can sustain."""
     load_avg: float = 0.0
     """1-minute load average when the configuration finished: other work on the machine."""
     runs: list[float] = field(default_factory=list)
@@ -111,6 +119,7 @@ def start_workers(
             "GATEWAY_STREAM__LAG_INTERVAL_S": "60",
             "GATEWAY_STREAM__METRICS_PORT": str(port),
         }
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "stream-worker"],
@@ -133,7 +142,6 @@ def start_workers(
 def stop_workers(workers: list[Worker]) -> None:
     for worker in workers:
         if worker.process.poll() is None:
-            os.killpg(worker.process.pid, signal.SIGCONT)
             worker.process.send_signal(signal.SIGTERM)
     for worker in workers:
         try:
@@ -145,9 +153,13 @@ def stop_workers(workers: list[Worker]) -> None:
 
 
 def drained(kv: redis.Redis, stream: str) -> bool:
+    """Everything appended was delivered to the group and acknowledged."""
+    info = kv.xinfo_stream(stream)
     for group in kv.xinfo_groups(stream):  # type: ignore[union-attr]
         if group["name"] == b"bench":
-            return group["lag"] == 0 and group["pending"] == 0
+            return bool(
+                group["pending"] == 0 and group["last-delivered-id"] == info["last-generated-id"]
+            )
     return False
 
 
@@ -185,30 +197,25 @@ async def produce_at_rate(redis_url: str, stream: str, rate: float, duration_s: 
 
 def saturation(
     args: argparse.Namespace,
-    redis_url: str,
     kv: redis.Redis,
     workers: list[Worker],
     stream: str,
     out: str,
-    *,
-    seed: int,
 ) -> tuple[float, float]:
-    """(events/s, worker CPU ms per event) draining a backlog of ``args.events``."""
-    for w in workers:
-        os.killpg(w.process.pid, signal.SIGSTOP)
-    asyncio.run(produce_burst(redis_url, stream, args.events, seed=seed))
-    last_before = kv.xrevrange(out, count=1)[0][0]
+    """(events/s, worker CPU ms per event) draining the backlog once more (see the docstring)."""
+    mark = kv.xrevrange(out, count=1)
     pids = [w.process.pid for w in workers]
     cpu0 = cpu_seconds(pids)
     t0 = time.time()
-    for w in workers:
-        os.killpg(w.process.pid, signal.SIGCONT)
+    kv.xgroup_setid(stream, "bench", "0")
+    kv.xadd(stream, dict(next(demo_events("fraud_scorer", 1, entities=DEMO_CARDS))))
     wait_drained(kv, stream)
     cpu1 = cpu_seconds(pids)
+    entries = kv.xlen(stream)
     last_ms = int(kv.xrevrange(out, count=1)[0][0].split(b"-")[0])
-    published = len(kv.xrange(out, min=b"(" + last_before))
-    assert published == args.events, (published, args.events)
-    return args.events / (last_ms / 1000 - t0), (cpu1 - cpu0) / args.events * 1000
+    published = len(kv.xrange(out, min=b"(" + mark[0][0])) if mark else kv.xlen(out)
+    assert published == entries, (published, entries)
+    return entries / (last_ms / 1000 - t0), (cpu1 - cpu0) / entries * 1000
 
 
 def fixed_rate(
@@ -218,37 +225,34 @@ def fixed_rate(
     workers: list[Worker],
     stream: str,
     out: str,
-    r: Result,
-) -> None:
+    rate: float,
+) -> Fixed:
     batches0 = sum(w.metric("gateway_stream_batch_size_count") for w in workers)
     rows0 = sum(w.metric("gateway_stream_batch_size_sum") for w in workers)
     mark = kv.xrevrange(out, count=1)[0][0]
-    r.fixed_rate = asyncio.run(produce_at_rate(redis_url, stream, args.rate, args.rate_duration))
+    achieved = asyncio.run(produce_at_rate(redis_url, stream, rate, args.rate_duration))
     wait_drained(kv, stream)
     latencies = np.array([float(f[b"latency_ms"]) for _, f in kv.xrange(out, min=b"(" + mark)])
-    r.p50_ms, r.p99_ms = (float(x) for x in np.percentile(latencies, [50, 99]))
-    r.max_ms = float(latencies.max())
+    p50, p99 = (float(x) for x in np.percentile(latencies, [50, 99]))
     batches = sum(w.metric("gateway_stream_batch_size_count") for w in workers) - batches0
     rows = sum(w.metric("gateway_stream_batch_size_sum") for w in workers) - rows0
-    r.mean_batch = rows / max(batches, 1)
+    return Fixed(achieved, p50, p99, float(latencies.max()), rows / max(batches, 1))
 
 
 def run_config(args: argparse.Namespace, redis_url: str, triton_url: str, r: Result) -> None:
     kv = redis.Redis.from_url(redis_url)
     lane = f"bench:{uuid.uuid4().hex[:6]}"
     stream, out = f"{lane}:events", f"{lane}:out"
+    # The backlog, and the group already past it: the workers start idle.
+    asyncio.run(produce_burst(redis_url, stream, args.events, seed=2))
+    kv.xgroup_create(stream, "bench", id="$")
     workers = start_workers(
         r.workers, redis_url, triton_url, lane, r.batch_size, r.wait_ms, r.window
     )
     try:
-        # Warm-up: connections, code paths, Triton's batch shapes.
-        asyncio.run(produce_burst(redis_url, stream, 2000, seed=1))
-        wait_drained(kv, stream)
-
-        # Saturation: a backlog appended while the workers are frozen, then drained.
         cpu_per_event = []
-        for repeat in range(args.repeat):
-            rate, cpu_ms = saturation(args, redis_url, kv, workers, stream, out, seed=2 + repeat)
+        for _ in range(args.repeat):
+            rate, cpu_ms = saturation(args, kv, workers, stream, out)
             r.runs.append(rate)
             cpu_per_event.append(cpu_ms)
         r.events_per_s = float(np.median(r.runs))
@@ -256,8 +260,9 @@ def run_config(args: argparse.Namespace, redis_url: str, triton_url: str, r: Res
 
         # Fixed rate: open-loop appends; latency from each output record. Skipped when the
         # rate is beyond what the configuration drains: latency would only measure a backlog.
-        if r.events_per_s >= args.rate * 1.1:
-            fixed_rate(args, redis_url, kv, workers, stream, out, r)
+        for rate in args.rates:
+            if r.events_per_s >= rate * 1.1:
+                r.fixed[rate] = fixed_rate(args, redis_url, kv, workers, stream, out, rate)
         r.load_avg = float(Path("/proc/loadavg").read_text().split()[0])
     finally:
         stop_workers(workers)
@@ -266,8 +271,12 @@ def run_config(args: argparse.Namespace, redis_url: str, triton_url: str, r: Res
     print(
         f"workers={r.workers} size={r.batch_size:5d} wait={r.wait_ms:5g}ms window={r.window:5d}: "
         f"{r.events_per_s:8,.0f} events/s  cpu {r.cpu_ms_per_event:.3f} ms/event  "
-        f"@{r.fixed_rate:,.0f}/s p50 {r.p50_ms:.2f} p99 {r.p99_ms:.2f} max {r.max_ms:.1f} ms  "
-        f"mean batch {r.mean_batch:.1f}  runs {[round(x) for x in r.runs]} load {r.load_avg}",
+        + "".join(
+            f"@{f.achieved_rate:,.0f}/s p50 {f.p50_ms:.2f} p99 {f.p99_ms:.2f} max {f.max_ms:.1f} "
+            f"ms batch {f.mean_batch:.1f}  "
+            for f in r.fixed.values()
+        )
+        + f"runs {[round(x) for x in r.runs]} load {r.load_avg}",
         flush=True,
     )
 
@@ -278,7 +287,7 @@ def write_report(results: list[Result], args: argparse.Namespace, out: Path) -> 
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    rate = f"{args.rate:g}/s"
+    rates = ", ".join(f"{r:g}" for r in args.rates)
     lines = [
         "# Stream lane benchmark",
         "",
@@ -292,34 +301,40 @@ def write_report(results: list[Result], args: argparse.Namespace, out: Path) -> 
         "- Each event carries 3 features of one of 10,000 demo cards: feature write (event-time "
         "ordered script), feature read, one Triton call per micro-batch, cache write, output "
         "record, acknowledgement.",
-        f"- Saturation: {args.events:,} events appended while the workers are frozen (SIGSTOP), "
-        "then drained; events/s = events / (last publication - resume), median of "
-        f"{args.repeat} run(s). Worker CPU from /proc.",
-        f"- Fixed rate: {args.rate:g} events/s for {args.rate_duration:g} s, open loop; latency "
+        f"- Saturation: a backlog of {args.events:,} events, drained by workers that all start "
+        "on it at once (group rewound with XGROUP SETID); events/s = entries / (last "
+        f"publication - rewind), median of {args.repeat} drains. Worker CPU from /proc.",
+        f"- Fixed rates: {rates} events/s, {args.rate_duration:g} s each, open loop; latency "
         "= publication - append, both on the Redis clock, from each output record "
-        "(`latency_ms`; the append side has millisecond resolution, so up to +1 ms).",
+        "(`latency_ms`; the append side has millisecond resolution, so up to +1 ms). Cells: "
+        "p50 / p99 ms (mean batch size).",
         "- Window (`max_in_flight`) = 4 x batch size: up to four batches in flight per worker.",
-        "- Fixed-rate columns are left empty where the configuration drains slower than 1.1 x "
-        "the rate: its latency would only measure a growing backlog.",
+        "- A fixed rate is skipped where the configuration drains slower than 1.1 x that rate: "
+        "its latency would only measure a growing backlog.",
         "- `load avg`: the machine's 1-minute load average after the configuration; above the "
         "core count, other work competed for the cores and the row is pessimistic.",
         "",
         "| workers | batch size | max wait ms | events/s (saturation) | worker CPU ms/event | "
-        f"p50 ms @{rate} | p99 ms @{rate} | max ms | mean batch @{rate} | load avg |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        + " | ".join(f"@{r:g}/s: p50 / p99 ms (batch)" for r in args.rates)
+        + " | load avg |",
+        "|---:|---:|---:|---:|---:|" + "---:|" * len(args.rates) + "---:|",
     ]
     for r in results:
-        if r.fixed_rate:
-            fixed = f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.mean_batch:.1f}"
-        else:
-            fixed = "beyond capacity | | |"
+        cells = []
+        for rate in args.rates:
+            f = r.fixed.get(rate)
+            cells.append(
+                "beyond capacity"
+                if f is None
+                else f"{f.p50_ms:.1f} / {f.p99_ms:.1f} ({f.mean_batch:.0f})"
+            )
         lines.append(
             f"| {r.workers} | {r.batch_size} | {r.wait_ms:g} | {r.events_per_s:,.0f} | "
-            f"{r.cpu_ms_per_event:.3f} | {fixed} | {r.load_avg:.1f} |"
+            f"{r.cpu_ms_per_event:.3f} | " + " | ".join(cells) + f" | {r.load_avg:.1f} |"
         )
-    lines += ["", "Raw results (JSON): `docs/stream-benchmark.json`.", ""]
+    lines += ["", f"Raw results (JSON): `{out.with_suffix('.json').name}`.", ""]
     out.write_text("\n".join(lines))
-    out.with_suffix(".json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    out.with_suffix(".json").write_text(json.dumps([asdict(r) for r in results], indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,12 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--waits", default="2,5,20", help="batch_max_wait_ms values")
     parser.add_argument("--workers", default="1,2", help="worker counts")
     parser.add_argument("--events", type=int, default=30_000, help="saturation burst size")
-    parser.add_argument("--rate", type=float, default=2000, help="fixed rate, events/s")
+    parser.add_argument(
+        "--rates", default="500,2000", help="fixed rates, events/s (comma-separated)"
+    )
     parser.add_argument("--rate-duration", type=float, default=5, help="seconds at fixed rate")
     parser.add_argument("--repeat", type=int, default=1, help="saturation runs (median)")
     parser.add_argument("--window", type=int, default=0, help="max_in_flight (0: 4 x size)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/stream-benchmark.md")
     args = parser.parse_args(argv)
+    args.rates = [float(x) for x in args.rates.split(",")]
     # Stop cleanly on SIGTERM too: the finally blocks stop the workers, Triton and Redis.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 

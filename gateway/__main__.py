@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway serve | load-features | keys``.
+"""Command line: ``python -m gateway serve | load-features | keys | stream-worker | …``.
 
 uvicorn owns the signals of the serving process: SIGINT/SIGTERM stop accepting connections,
 finish in-flight requests (up to ``GATEWAY_SHUTDOWN_GRACE_S``) and run the lifespan shutdown

@@ -173,6 +173,51 @@ class EventLog:
             return []
         return [StreamEntry(_text(entry_id), fields or {}) for entry_id, fields in reply[0][1]]
 
+    async def read_own_pending(self, after_id: str, count: int) -> Reclaimed:
+        """Entries already delivered to this consumer and still pending, after ``after_id``.
+
+        They exist when a read's reply was lost (a timeout after Redis had delivered) or when
+        a worker restarts under the same consumer name; re-reading them (XREADGROUP with an id
+        instead of ``>``) recovers them at once instead of after ``claim_idle_ms``. Entries
+        trimmed from the stream meanwhile are acknowledged and reported as deleted.
+        """
+        try:
+            reply: Any = await self._client.xreadgroup(
+                self.group, self.consumer, {self.stream: after_id}, count=count
+            )
+            rows = reply[0][1] if reply else []
+            entries = [(_text(i), f) for i, f in rows if f]
+            deleted = [_text(i) for i, f in rows if not f]
+            if deleted:
+                await self._client.xack(self.stream, self.group, *deleted)
+            deliveries = await self._deliveries([i for i, _ in entries])
+        except ResponseError as e:
+            if "NOGROUP" in str(e):
+                return Reclaimed([], [], "0-0")
+            raise StreamUnavailable(f"XREADGROUP failed: {e}") from e
+        except (RedisError, OSError) as e:
+            raise StreamUnavailable("event stream unavailable") from e
+        last = _text(rows[-1][0]) if rows else "0-0"
+        return Reclaimed(
+            entries=[StreamEntry(i, f, deliveries.get(i, 2)) for i, f in entries],
+            deleted=deleted,
+            cursor=last if len(rows) >= count else "0-0",
+        )
+
+    async def _deliveries(self, ids: list[str]) -> dict[str, int]:
+        """Delivery counts of this consumer's pending entries among ``ids``."""
+        if not ids:
+            return {}
+        pending: Any = await self._client.xpending_range(
+            self.stream,
+            self.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) + 10_000,
+            consumername=self.consumer,
+        )
+        return {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+
     async def reclaim(self, cursor: str, *, min_idle_ms: int, count: int) -> Reclaimed:
         """Take over entries pending longer than ``min_idle_ms`` (their worker presumably died).
 
@@ -185,18 +230,7 @@ class EventLog:
             )
             next_cursor, claimed, deleted = claim
             entries = [(_text(i), f) for i, f in claimed if f is not None]
-            deliveries: dict[str, int] = {}
-            if entries:
-                ids = [i for i, _ in entries]
-                pending: Any = await self._client.xpending_range(
-                    self.stream,
-                    self.group,
-                    min=min(ids, key=_id_key),
-                    max=max(ids, key=_id_key),
-                    count=len(ids) + 10_000,
-                    consumername=self.consumer,
-                )
-                deliveries = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+            deliveries = await self._deliveries([i for i, _ in entries])
         except ResponseError as e:
             if "NOGROUP" in str(e):
                 return Reclaimed([], [], "0-0")

@@ -1,13 +1,19 @@
 """Prometheus metrics of a stream worker, on a registry of its own.
 
 Names follow the gateway's conventions (``gateway_`` prefix, ``_seconds``, ``_total``). The
-worker serves them with ``prometheus_client.start_http_server`` on ``metrics_port``.
+worker serves them with ``prometheus_client.start_http_server`` on ``metrics_port``, together
+with the process-wide registry where ``gateway.telemetry`` records every Triton and Redis call
+(``gateway_triton_request_duration_seconds``, ``gateway_redis_request_duration_seconds``).
 Events/s is ``rate(gateway_stream_events_total[1m])``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -107,3 +113,19 @@ class StreamMetrics:
             "Entries whose processing failed for another reason; left pending for redelivery.",
             registry=r,
         )
+
+
+class Exposition(Collector):
+    """Several registries served as one ``/metrics`` answer."""
+
+    def __init__(self, *registries: CollectorRegistry) -> None:
+        self._registries = registries
+
+    def collect(self) -> Iterable[Metric]:
+        for registry in self._registries:
+            yield from registry.collect()
+
+
+def exposition(metrics: StreamMetrics) -> Exposition:
+    """The worker's own metrics plus the process-wide registry (Triton and Redis calls)."""
+    return Exposition(metrics.registry, REGISTRY)

@@ -218,6 +218,11 @@ class StreamWorker:
         self.metrics = metrics
         self._in_flight = 0
         self._reserved = 0
+        self._held_ids: set[str] = set()
+        # Recover this consumer's own pending entries before reading new ones: at start-up
+        # (a restart under the same name) and after a failed read (its reply may be lost).
+        self._recover_own = True
+        self._read_backoff = 0.0
         self._space = asyncio.Event()
         self._space.set()
         self._stopping = asyncio.Event()
@@ -300,6 +305,9 @@ class StreamWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._space.wait(), timeout=s.block_ms / 1000.0)
                 continue
+            if self._recover_own and not len(batcher):
+                await self._recover_own_pending()
+                continue
             batch = await fill(
                 batcher,
                 self._read,
@@ -318,12 +326,56 @@ class StreamWorker:
         entries: list[StreamEntry] = []
         try:
             entries = await self._log.read(granted, block_ms)
+            self._read_backoff = 0.0
         except StreamUnavailable as e:
-            log.warning("stream read failed: %s", e.detail)
-            await self._sleep(1.0)
+            # Redis may have delivered before the reply was lost: look at our own pending
+            # entries once it answers again.
+            self._recover_own = True
+            self._read_backoff = min(max(0.1, self._read_backoff * 2), 2.0)
+            log.warning("stream read failed (retry in %.1fs): %s", self._read_backoff, e.detail)
+            await self._sleep(self._read_backoff)
         finally:
             self._settle(granted, len(entries))
+        self._held_ids.update(e.entry_id for e in entries)
         return entries
+
+    async def _recover_own_pending(self) -> None:
+        """Dispatch entries delivered to this consumer that it does not hold (see ``run``)."""
+        s = self.settings
+        after = "0-0"
+        while not self._stopping.is_set():
+            granted = self._reserve(min(self._free(), s.batch_max_size))
+            if not granted:
+                return  # the window is full; try again once it drains
+            try:
+                found = await self._log.read_own_pending(after, granted)
+            except Exception as e:
+                self._settle(granted, 0)
+                log.warning(
+                    "recovering own pending entries failed: %s", getattr(e, "detail", repr(e))
+                )
+                await self._sleep(1.0)
+                return
+            fresh = [e for e in found.entries if e.entry_id not in self._held_ids]
+            self._settle(granted, len(fresh))
+            self._held_ids.update(e.entry_id for e in fresh)
+            self._count_trimmed(found.deleted)
+            if fresh:
+                log.info("recovered %d entries delivered to this consumer", len(fresh))
+                self._dispatch(fresh, "recover")
+            if found.cursor == "0-0":
+                break
+            after = found.cursor
+        self._recover_own = False
+
+    def _count_trimmed(self, deleted: Sequence[str]) -> None:
+        if deleted:
+            self.metrics.trimmed.inc(len(deleted))
+            log.error(
+                "pending entries were trimmed from the input stream before they were "
+                "processed (events lost: raise the producers' MAXLEN)",
+                extra={"count": len(deleted), "stream": self._log.stream},
+            )
 
     async def _claim_loop(self) -> None:
         """Take over entries whose worker died (pending longer than ``claim_idle_ms``)."""
@@ -340,23 +392,20 @@ class StreamWorker:
                     reclaimed = await self._log.reclaim(
                         cursor, min_idle_ms=s.claim_idle_ms, count=granted
                     )
-                except StreamUnavailable as e:
+                except Exception as e:  # the loop must outlive any one failure
                     self._settle(granted, 0)
-                    log.warning("reclaim failed: %s", e.detail)
+                    log.warning("reclaim failed: %s", getattr(e, "detail", repr(e)))
                     break
-                self._settle(granted, len(reclaimed.entries))
+                # An entry this worker is still working on may look idle too: not twice.
+                fresh = [e for e in reclaimed.entries if e.entry_id not in self._held_ids]
+                self._settle(granted, len(fresh))
+                self._held_ids.update(e.entry_id for e in fresh)
                 cursor = reclaimed.cursor
-                if reclaimed.deleted:
-                    self.metrics.trimmed.inc(len(reclaimed.deleted))
-                    log.error(
-                        "pending entries were trimmed from the input stream before they were "
-                        "processed (events lost: raise the producers' MAXLEN)",
-                        extra={"count": len(reclaimed.deleted), "stream": self._log.stream},
-                    )
-                if reclaimed.entries:
-                    self.metrics.reclaimed.inc(len(reclaimed.entries))
-                    log.info("reclaimed %d orphaned entries", len(reclaimed.entries))
-                    self._dispatch(reclaimed.entries, "reclaim")
+                self._count_trimmed(reclaimed.deleted)
+                if fresh:
+                    self.metrics.reclaimed.inc(len(fresh))
+                    log.info("reclaimed %d orphaned entries", len(fresh))
+                    self._dispatch(fresh, "reclaim")
                 if cursor == "0-0":
                     break
 
@@ -378,8 +427,8 @@ class StreamWorker:
                     )
                     if removed:
                         log.info("removed idle consumers %s", removed)
-            except StreamUnavailable as e:
-                log.warning("stream stats failed: %s", e.detail)
+            except Exception as e:  # a gauge is not worth stopping the loop for
+                log.warning("stream stats failed: %s", getattr(e, "detail", repr(e)))
             await self._sleep(s.lag_interval_s)
 
     async def _sleep(self, seconds: float) -> None:
@@ -398,25 +447,28 @@ class StreamWorker:
 
         def done(t: asyncio.Task[None]) -> None:
             self._tasks.discard(t)
+            self._held_ids.difference_update(e.entry_id for e in entries)
             self._hold(-len(entries))
 
         task.add_done_callback(done)
 
     async def _process(self, entries: list[StreamEntry]) -> None:
         started = time.perf_counter()
-        events, poison = classify(
-            entries,
-            self._specs,
-            self._namespace_specs,
-            now=time.time(),
-            max_attempts=self.settings.max_attempts,
-        )
+        events: list[Event] = []
+        poison: list[Poison] = []
         try:
+            events, poison = classify(
+                entries,
+                self._specs,
+                self._namespace_specs,
+                now=time.time(),
+                max_attempts=self.settings.max_attempts,
+            )
             await self._score_and_commit(events, poison)
         except asyncio.CancelledError:
             raise
         except Exception:
-            if len(events) + len(poison) <= 1:
+            if len(events) + len(poison) <= 1:  # alone, or classify itself failed
                 self._failed(entries)
                 return
             # Isolate: the poison first (nothing to score), then each event on its own.
@@ -538,7 +590,9 @@ async def serve(settings: Settings) -> int:
     if s.metrics_port:
         from prometheus_client import start_http_server
 
-        http, _ = start_http_server(s.metrics_port, registry=metrics.registry)
+        from gateway.stream.metrics import exposition
+
+        http, _ = start_http_server(s.metrics_port, registry=exposition(metrics))
     # Blocking reads need a socket timeout longer than the block; everything else keeps the
     # short round-trip bound of the gateway.
     longest_block_s = max(s.block_ms, s.batch_max_wait_ms) / 1000.0

@@ -215,6 +215,10 @@ def test_pod_monitor_scrapes_the_workers_metrics_port(lane) -> None:
             ["streamWorker.autoscaling.minReplicas=5", "streamWorker.autoscaling.maxReplicas=2"],
             "streamWorker.autoscaling.minReplicas must not exceed maxReplicas",
         ),
+        (
+            ["streamWorker.autoscaling.pendingPerReplica=100"],
+            "streamWorker.autoscaling.pendingPerReplica must be >= streamWorker.maxInFlight",
+        ),
         (["streamWorker.batchSize=64"], "additional properties 'batchSize' not allowed"),
         (["streamWorker.autoscaling.minReplicas=-1"], "/streamWorker/autoscaling/minReplicas"),
         (

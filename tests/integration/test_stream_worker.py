@@ -95,6 +95,9 @@ class WorkerProcess:
             "GATEWAY_STREAM__METRICS_PORT": str(self.metrics_port),
         }
         env.update({f"GATEWAY_STREAM__{k.upper()}": str(v) for k, v in settings.items()})
+        # The worker keeps its own registry; a multiprocess directory another test left in
+        # the environment (perhaps deleted since) must not leak into it.
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self._env = env
         self._log = Path(tempfile.mkstemp(prefix=f"gw-stream-{consumer}-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
@@ -525,3 +528,102 @@ async def test_commit_publishes_an_entry_once_even_when_two_workers_finish_it(
         assert (second.published, second.acknowledged) == (0, 0)
         assert await client.xlen(lane.output) == 1
         assert entry.entry_id == entry_id
+
+
+def test_a_restarted_worker_resumes_its_own_pending_entries_at_once(
+    redis_server: RedisServer, triton_server: TritonServer, kv: redis.Redis, produce
+) -> None:
+    """Entries delivered to a consumer name but never finished (a lost read reply, a container
+    restarted in the same pod) are taken up at start, not after claim_idle_ms."""
+    lane = Lane.new()
+    kv.xgroup_create(lane.stream, lane.group, id="0", mkstream=True)
+    ids = produce(
+        lane.stream,
+        [encode_event("fraud_scorer", f"r-{i}", features={"amount": 2.0}) for i in range(40)],
+    )
+    kv.xreadgroup(lane.group, "same-name", {lane.stream: ">"}, count=100)
+    assert kv.xpending(lane.stream, lane.group)["pending"] == 40
+    worker = WorkerProcess(
+        redis_server.url, triton_server.grpc_url, lane, "same-name", claim_idle_ms=600_000
+    ).start()
+    try:
+        records = wait_for_outputs(kv, lane.output, 40, timeout_s=10)
+        assert sorted(r["event_id"] for r in records) == sorted(ids)
+        wait_until(lambda: kv.xpending(lane.stream, lane.group)["pending"] == 0)
+    finally:
+        assert worker.stop() == 0
+
+
+class _RejectingScorer:
+    """Triton stand-in that rejects any batch holding entity "reject-me" (InferenceFailed),
+    the failure a real Triton gives for rows it cannot run."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def score(self, events):
+        from gateway.errors import InferenceFailed
+        from gateway.stream.worker import Scored
+
+        ids = [e.entity_id for e in events]
+        self.calls.append(ids)
+        if "reject-me" in ids:
+            raise InferenceFailed("inference server rejected the request")
+        return [Scored(e, "1", (0.5,), time.time(), None, False) for e in events], []
+
+
+async def test_a_failing_entry_is_isolated_retried_and_dead_lettered_after_max_attempts(
+    redis_server: RedisServer,
+) -> None:
+    from gateway.stream.metrics import StreamMetrics
+    from gateway.stream.settings import StreamSettings
+    from gateway.stream.worker import StreamWorker
+
+    lane = Lane.new()
+    settings = StreamSettings(
+        stream=lane.stream,
+        group=lane.group,
+        output_stream=lane.output,
+        dead_letter_stream=lane.dead,
+        consumer="isolating",
+        batch_max_wait_ms=50,
+        claim_idle_ms=100,
+        claim_interval_s=0.05,
+        max_attempts=2,
+        block_ms=50,
+    )
+    scorer = _RejectingScorer()
+    async with open_redis(RedisSettings(url=redis_server.url)) as client:
+        event_log = EventLog(
+            client, client, stream=lane.stream, group=lane.group, consumer="isolating"
+        )
+        specs = {"fraud_scorer": fraud_spec()}
+        worker = StreamWorker(settings, event_log, scorer, specs, StreamMetrics())  # type: ignore[arg-type]
+        running = asyncio.create_task(worker.run())
+        try:
+            await asyncio.sleep(0.1)
+            entity_ids = ["ok-a", "reject-me", "ok-b"]
+            await append_events(
+                client,
+                lane.stream,
+                [encode_event("fraud_scorer", e, features={"amount": 1.0}) for e in entity_ids],
+                maxlen=100,
+            )
+            for _ in range(200):  # up to 10 s
+                if await client.xlen(lane.dead):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            worker.stop()
+            await running
+        published = [f[b"entity_id"] for _, f in await client.xrange(lane.output)]
+        (dead,) = [f for _, f in await client.xrange(lane.dead)]
+        pending = await client.xpending(lane.stream, lane.group)
+    assert sorted(published) == [b"ok-a", b"ok-b"], "the good entries of the failed batch"
+    assert dead[b"kind"] == b"attempts"
+    assert orjson.loads(dead[b"payload"])["entity_id"] == "reject-me"
+    assert pending["pending"] == 0
+    # First the batch of three, then each entry alone; the rejected one once more on
+    # redelivery, then it is given up without being scored again.
+    assert scorer.calls[0] == entity_ids
+    assert scorer.calls.count(["reject-me"]) == 2

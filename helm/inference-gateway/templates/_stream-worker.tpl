@@ -33,4 +33,7 @@ consumerGroup: {{ .Values.streamWorker.group | quote }}
 {{- if and $w.autoscaling.enabled (gt (int $w.autoscaling.minReplicas) (int $w.autoscaling.maxReplicas)) }}
 {{- fail "streamWorker.autoscaling.minReplicas must not exceed maxReplicas." }}
 {{- end }}
+{{- if and $w.autoscaling.enabled (lt (int $w.autoscaling.pendingPerReplica) (int $w.maxInFlight)) }}
+{{- fail "streamWorker.autoscaling.pendingPerReplica must be >= streamWorker.maxInFlight: each busy worker holds up to maxInFlight pending entries, so a smaller target would add replicas that the lag does not call for." }}
+{{- end }}
 {{- end }}
