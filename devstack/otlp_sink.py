@@ -70,6 +70,9 @@ class OtlpSink:
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as OTLP exporters expect (HTTP/1.0 would close after every export).
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 content_type = self.headers.get("content-type") or ""

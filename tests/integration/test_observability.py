@@ -263,7 +263,9 @@ async def test_a_sampled_context_reaches_triton_as_the_parent_of_its_spans(
         for s in await traced_gateway.wait_for_trace(trace_id, {"triton.infer"})
         if s.name == "triton.infer"
     ]
-    received = triton_sink.wait_for(lambda spans: any(s.trace_id == trace_id for s in spans))
+    received = triton_sink.wait_for(
+        lambda spans: any(s.trace_id == trace_id for s in spans), timeout_s=15
+    )
     in_triton = [s for s in received if s.trace_id == trace_id]
     assert {s.service for s in in_triton} == {"triton-inference-server"}
     # Triton's top-level span hangs under the gateway's Triton call span.
@@ -284,7 +286,9 @@ async def test_an_unsampled_context_is_not_passed_to_triton(
                 headers={"traceparent": header},
             )
             assert response.status_code == 200
-    triton_sink.wait_for(lambda spans: any(s.trace_id == sampled_trace for s in spans))
+    triton_sink.wait_for(
+        lambda spans: any(s.trace_id == sampled_trace for s in spans), timeout_s=15
+    )
     # Triton traces every request with a valid context, sampled or not: none must have gone.
     assert not [s for s in triton_sink.spans() if s.trace_id == unsampled_trace]
     assert not traced_gateway.trace(unsampled_trace)  # the gateway honoured "not sampled"

@@ -59,7 +59,7 @@ schema = schemathesis.pytest.from_fixture("live_schema")
 
 @schema.parametrize()
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     suppress_health_check=list(HealthCheck),

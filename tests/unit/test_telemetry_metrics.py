@@ -145,19 +145,38 @@ def test_exposition_is_the_prometheus_text_format() -> None:
     assert metrics.CONTENT_TYPE.startswith("text/plain; version=0.0.4")
 
 
+def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset PROMETHEUS_MULTIPROC_DIR and restore the original after the test, also when the
+    code under test sets it (``delenv`` of an absent variable records nothing to undo)."""
+    monkeypatch.setenv(multiproc.ENV, "")
+    monkeypatch.delenv(multiproc.ENV)
+
+
 def test_one_worker_keeps_the_in_memory_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(multiproc.ENV, raising=False)
+    _unset(monkeypatch)
     assert multiproc.prepare(1) is None
     assert multiproc.ENV not in os.environ
 
 
 def test_several_workers_get_a_fresh_shared_directory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(multiproc.ENV, raising=False)  # restored (unset) after the test
+    _unset(monkeypatch)
     path = multiproc.prepare(2)
     assert path is not None
     assert os.environ[multiproc.ENV] == str(path)
     assert path.is_dir()
     assert not list(path.iterdir())
+    path.rmdir()
+
+
+def test_these_tests_leave_the_environment_as_they_found_it() -> None:
+    # Gateways started later by other tests inherit the environment: a leaked directory would
+    # be shared (and emptied at each start) by all of them.
+    before = os.environ.get(multiproc.ENV)
+    with pytest.MonkeyPatch.context() as patch:
+        _unset(patch)
+        path = multiproc.prepare(2)
+    assert os.environ.get(multiproc.ENV) == before
+    assert path is not None
     path.rmdir()
 
 
