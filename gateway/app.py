@@ -58,9 +58,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                     open_s=settings.redis.breaker_open_s,
                 ),
             )
-            service = PredictionService(
-                specs, versions, store, triton, redis_bound_s=settings.redis.socket_timeout_s
-            )
+            service = PredictionService(specs, versions, store, triton)
             try:
                 # gRPC runs in this event loop and shares the service (and so every client).
                 telemetry = TelemetryInterceptor(

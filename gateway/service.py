@@ -92,10 +92,8 @@ class PredictionService:
         triton: TritonClient,
         *,
         clock: Callable[[], float] = time.time,
-        redis_bound_s: float = 0.25,
     ) -> None:
         self.specs = dict(specs)
-        self._redis_bound_s = redis_bound_s
         self.served_versions = dict(served_versions)
         self._store = store
         self._triton = triton
@@ -145,16 +143,18 @@ class PredictionService:
         # A prediction computed from request overrides is not the entity's prediction.
         read_cache = [not item.overrides for item in items]
         degraded = False
-        lookup = self._store.lookup(spec, version, [item.entity_id for item in items], read_cache)
+        ids = [item.entity_id for item in items]
         try:
-            if timeout_s is not None and timeout_s < self._redis_bound_s:
-                # Only a deadline tighter than Redis's own bound pays for wait_for's task.
+            if timeout_s is None:
+                records = await self._store.lookup(spec, version, ids, read_cache)
+            else:
+                # The deadline bounds everything the lookup may wait for: a free pooled
+                # connection, (re)connecting, the round trip and its one retry.
                 try:
-                    records = await asyncio.wait_for(lookup, timeout_s)
+                    async with asyncio.timeout(timeout_s):
+                        records = await self._store.lookup(spec, version, ids, read_cache)
                 except TimeoutError:
                     raise DeadlineExceeded("deadline passed during the feature lookup") from None
-            else:
-                records = await lookup
         except FeatureStoreUnavailable:
             if policy.without_feature_store == "fail" or mode == "only":
                 raise
@@ -258,7 +258,16 @@ class PredictionService:
                 if timeout_s < MIN_REALTIME_BUDGET_S:
                     # Too late to succeed: answer from the ladder now instead of trying.
                     raise InferenceTimeout("remaining deadline too short for real-time scoring")
-            results = await self._infer_coalesced(spec, version, rows, keys, timeout_s)
+            if timeout_s is None:
+                results = await self._infer_coalesced(spec, version, rows, keys, None)
+            else:
+                # gRPC's own deadline is the first bound; this one also covers a channel
+                # that is (re)connecting to a Triton that went away.
+                try:
+                    async with asyncio.timeout(timeout_s):
+                        results = await self._infer_coalesced(spec, version, rows, keys, timeout_s)
+                except TimeoutError:
+                    raise InferenceTimeout("inference deadline exceeded") from None
         except _LADDER_ERRORS as error:
             self._answer_from_ladder(spec, request, records, misses, predictions, now, error)
             return
