@@ -56,7 +56,7 @@ Flag = Literal["revalidating", "fallback", "old_features", "no_feature_store"]
 # Real-time failures the ladder may answer for; client errors are never papered over.
 _LADDER_ERRORS = (InferenceUnavailable, InferenceTimeout, InferenceFailed)
 MIN_REALTIME_BUDGET_S = 0.003
-"""Below this remaining budget a Triton round trip cannot succeed; the ladder answers."""
+"""Below this remaining budget a Triton round trip cannot succeed: 504 at once."""
 _REFRESH_CLAIM_MS = 10_000
 """How long one replica owns a stale entry's refresh (longer than any Triton call)."""
 
@@ -251,13 +251,13 @@ class PredictionService:
             else (spec.name, version, items[i].entity_id, records[i].features_at)
             for i in misses
         ]
+        timeout_s = None
+        if deadline is not None:
+            timeout_s = deadline - time.monotonic()
+            if timeout_s < MIN_REALTIME_BUDGET_S:
+                # The caller's own deadline, not a Triton failure: 504 now, without trying.
+                raise DeadlineExceeded("remaining deadline too short for real-time scoring")
         try:
-            timeout_s = None
-            if deadline is not None:
-                timeout_s = deadline - time.monotonic()
-                if timeout_s < MIN_REALTIME_BUDGET_S:
-                    # Too late to succeed: answer from the ladder now instead of trying.
-                    raise InferenceTimeout("remaining deadline too short for real-time scoring")
             if timeout_s is None:
                 results = await self._infer_coalesced(spec, version, rows, keys, None)
             else:
