@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import statistics
 import subprocess
@@ -35,7 +34,17 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.types import ASGIApp
 
-from benchmarks.run import LUA_COMMON, ROOT, SPEC, cpu_seconds, gateway_lua, load_demo, run_wrk
+from benchmarks.run import (
+    LUA_COMMON,
+    ROOT,
+    SPEC,
+    cpu_seconds,
+    gateway_lua,
+    load_demo,
+    run_wrk,
+    start_uvicorn,
+    stop_process,
+)
 from devstack.redis_server import RedisServer
 from gateway.api.middleware import GuardMiddleware
 from gateway.api.problems import problem_response
@@ -202,32 +211,8 @@ def micro(n: int) -> None:
 
 
 def start(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", f"benchmarks.auth_overhead:{factory}", "--factory"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop", "--http"]
-    cmd += ["httptools", "--no-access-log", "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{factory} exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{factory} not ready")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    target = [f"benchmarks.auth_overhead:{factory}", "--factory"]
+    return start_uvicorn([*target, "--loop", "uvloop", "--http", "httptools"], env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -301,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(f"[round {round_no + 1}] {variant}: {results[variant][-1]}", flush=True)
                 finally:
-                    stop(proc)
+                    stop_process(proc)
     finally:
         triton.stop()
         redis.close()

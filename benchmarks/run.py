@@ -230,24 +230,30 @@ def prewarm(url: str, n: int, headers: dict[str, str] | None = None) -> None:
 
 
 def start_reference(redis_url: str, triton_grpc: str) -> tuple[subprocess.Popen[bytes], str]:
+    env = {"REF_REDIS_URL": redis_url, "REF_TRITON_URL": triton_grpc}
+    return start_uvicorn(["benchmarks.reference_gateway:app", "--workers", "1"], env)
+
+
+def start_uvicorn(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """``python -m uvicorn <target...>`` on a free port; returns once /readyz answers 200."""
     port = free_port()
-    env = {**os.environ, "REF_REDIS_URL": redis_url, "REF_TRITON_URL": triton_grpc}
-    cmd = [sys.executable, "-m", "uvicorn", "benchmarks.reference_gateway:app"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log"]
+    cmd = [sys.executable, "-m", "uvicorn", *target]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     cmd += ["--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, cwd=ROOT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"reference gateway exited with {proc.returncode}")
+            raise RuntimeError(f"{target[0]} exited with {proc.returncode}")
         try:
             if httpx.get(url + "/readyz", timeout=1).status_code == 200:
                 return proc, url
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("reference gateway not ready")
+    stop_process(proc)
+    raise RuntimeError(f"{target[0]} not ready")
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from types import TracebackType
 
 import httpx
 
+from devstack.processes import terminate
 from gateway.keys import mint, write_keys_file
 from triton_launcher.ports import free_port
 
@@ -129,14 +129,7 @@ class GatewayProcess:
         process, self._process = self._process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        return process.returncode
+        return terminate(process, timeout_s)
 
     def wait(self, timeout_s: float) -> int:
         """Wait for the process to exit on its own (e.g. after a SIGTERM sent via ``pid``)."""

@@ -45,7 +45,7 @@ from gateway.spec import ModelSpec
 from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
 from gateway.telemetry.metrics import observe_predictions
 from gateway.tensor import build_rows
-from gateway.triton import InferenceResult, TritonClient
+from gateway.triton import TritonClient
 from gateway.validation import EntityQuery, PredictRequest
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,12 @@ class PredictionService:
         now = self._clock()
         predictions: list[Prediction | None] = [None] * len(items)
         misses: list[int] = []
+        # Per item, computed once: the ladder below reuses them for the misses.
+        feature_flags: list[tuple[Flag, ...]] = [()] * len(items)
+        usabilities: list[Usability] = [Usability.UNUSABLE] * len(items)
+        degraded_flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
         for i, record in enumerate(records):
             item = items[i]
-            flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
             feature_age = _age(now, record.features_at)
             max_feature_age = policy.max_feature_age_s
             if (
@@ -184,7 +187,8 @@ class PredictionService:
                         item.entity_id, None, "none", None, feature_age, ("old_features",)
                     )
                     continue
-                flags += ("old_features",)
+                feature_flags[i] = ("old_features",)
+            flags = (*degraded_flags, *feature_flags[i])
             cached = record.cached
             usability = (
                 Usability.UNUSABLE
@@ -193,6 +197,7 @@ class PredictionService:
                     now=now, version=version, policy=policy, features_at=record.features_at
                 )
             )
+            usabilities[i] = usability
             if cached is not None and mode != "bypass" and usability is Usability.FRESH:
                 predictions[i] = _from_cache(item, cached, "cache", now, flags)
             elif cached is not None and mode == "prefer" and usability is Usability.REVALIDATE:
@@ -208,7 +213,17 @@ class PredictionService:
                 misses.append(i)
         if misses:
             await self._score_misses(
-                spec, version, request, records, misses, predictions, now, deadline, degraded
+                spec,
+                version,
+                request,
+                records,
+                misses,
+                predictions,
+                now,
+                deadline,
+                degraded,
+                feature_flags,
+                usabilities,
             )
         observe_predictions(spec.name, request, predictions)
         return PredictOutcome(
@@ -228,6 +243,8 @@ class PredictionService:
         now: float,
         deadline: float | None,
         degraded: bool,
+        feature_flags: list[tuple[Flag, ...]],
+        usabilities: list[Usability],
     ) -> None:
         items = request.items
         try:
@@ -269,8 +286,11 @@ class PredictionService:
                 except TimeoutError:
                     raise InferenceTimeout("inference deadline exceeded") from None
         except _LADDER_ERRORS as error:
-            self._answer_from_ladder(spec, request, records, misses, predictions, now, error)
+            self._answer_from_ladder(
+                spec, request, records, misses, predictions, now, error, feature_flags, usabilities
+            )
             return
+        degraded_flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
         write_back: list[tuple[str, CachedPrediction]] = []
         for position, i in enumerate(misses):
             scores, model_version, led = results[position]
@@ -281,7 +301,7 @@ class PredictionService:
                 source="model",
                 prediction_age_s=0.0,
                 feature_age_s=_age(now, features_at),
-                flags=predictions_flags(degraded, records[i], spec, now),
+                flags=(*degraded_flags, *feature_flags[i]),
             )
             # Followers' results are written by their leader.
             if led and keys[position] is not None:
@@ -315,14 +335,11 @@ class PredictionService:
         out: list[tuple[_Scores, str, bool]] = [((), "", False)] * len(keys)
         if leaders:
             batch = rows if len(leaders) == len(keys) else rows[leaders]
-            call = asyncio.ensure_future(
-                self._triton.infer(spec, version, batch, timeout_s=timeout_s)
-            )
+            call = asyncio.ensure_future(self._infer_rows(spec, version, batch, timeout_s))
             call.add_done_callback(lambda done: self._settle(done, led_keys))
-            result = await asyncio.shield(call)
-            score_rows = result.scores.tolist()
+            score_rows, model_version = await asyncio.shield(call)
             for n, position in enumerate(leaders):
-                out[position] = (tuple(score_rows[n]), result.model_version, True)
+                out[position] = (tuple(score_rows[n]), model_version, True)
         for position, future in followers:
             try:
                 scores, model_version = await asyncio.wait_for(asyncio.shield(future), timeout_s)
@@ -331,7 +348,20 @@ class PredictionService:
             out[position] = (scores, model_version, False)
         return out
 
-    def _settle(self, call: asyncio.Future[InferenceResult], keys: list[_FlightKey | None]) -> None:
+    async def _infer_rows(
+        self,
+        spec: ModelSpec,
+        version: str,
+        rows: npt.NDArray[np.floating[Any]],
+        timeout_s: float | None,
+    ) -> tuple[list[list[float]], str]:
+        """One Triton call; scores as Python rows, converted once for leader and followers."""
+        result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
+        return result.scores.tolist(), result.model_version
+
+    def _settle(
+        self, call: asyncio.Future[tuple[list[list[float]], str]], keys: list[_FlightKey | None]
+    ) -> None:
         """Hand the leader's outcome to every request waiting on one of its keys."""
         error = (
             InferenceUnavailable("inference call cancelled")
@@ -343,11 +373,10 @@ class PredictionService:
                 if key is not None:
                     self._flight.fail(key, error)
             return
-        result = call.result()
-        score_rows = result.scores.tolist()
+        score_rows, model_version = call.result()
         for n, key in enumerate(keys):
             if key is not None:
-                self._flight.resolve(key, (tuple(score_rows[n]), result.model_version))
+                self._flight.resolve(key, (tuple(score_rows[n]), model_version))
 
     def _answer_from_ladder(
         self,
@@ -358,22 +387,20 @@ class PredictionService:
         predictions: list[Prediction | None],
         now: float,
         error: GatewayError,
+        feature_flags: list[tuple[Flag, ...]],
+        usabilities: list[Usability],
     ) -> None:
         """Real time failed: stale cache within max_staleness_s, else default scores, else raise."""
         policy = spec.policy
-        version = self.served_versions[spec.name]
         answers: list[tuple[int, Prediction]] = []
         for i in misses:
             item, record = request.items[i], records[i]
-            flags = (*predictions_flags(False, record, spec, now), "fallback")
+            flags: tuple[Flag, ...] = (*feature_flags[i], "fallback")
             cached = record.cached
             if (
                 cached is not None
                 and not item.overrides
-                and cached.usability(
-                    now=now, version=version, policy=policy, features_at=record.features_at
-                )
-                is not Usability.UNUSABLE
+                and usabilities[i] is not Usability.UNUSABLE
             ):
                 answers.append((i, _from_cache(item, cached, "stale", now, flags)))
             elif policy.default_scores is not None:
@@ -467,17 +494,6 @@ class PredictionService:
         status = {"redis": checks[0]}
         status.update({f"model:{n}": ok for n, ok in zip(names, checks[1:], strict=True)})
         return status
-
-
-def predictions_flags(
-    degraded: bool, record: EntityRecord, spec: ModelSpec, now: float
-) -> tuple[Flag, ...]:
-    flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
-    limit = spec.policy.max_feature_age_s
-    age = _age(now, record.features_at)
-    if limit is not None and age is not None and age > limit:
-        flags += ("old_features",)
-    return flags
 
 
 def _from_cache(

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.api.grpc_wrap import Behavior, UnaryWrapInterceptor
 from gateway.auth import caller_may_use
 from gateway.config import Settings
 from gateway.errors import GatewayError, InferenceTimeout
@@ -144,7 +145,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         )
 
 
-class GatewayErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+class GatewayErrorInterceptor(UnaryWrapInterceptor):
     """The one place a ``GatewayError`` becomes a gRPC status (its declared ``grpc_status``).
 
     The detail is the error's message; trailing metadata carry ``error-type``, ``field`` (the
@@ -152,36 +153,13 @@ class GatewayErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """
 
     def __init__(self) -> None:
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        super().__init__(SERVICE_NAME)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or not method.startswith(f"/{SERVICE_NAME}/")
-        ):
-            return handler
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            _guard(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = wrapped
-        return wrapped
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
+        return _guard(behavior)
 
 
-def _guard(
-    behavior: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
-) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+def _guard(behavior: Behavior) -> Behavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await behavior(request, context)

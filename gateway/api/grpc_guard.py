@@ -9,44 +9,21 @@ wrapped: never shed, never authenticated. The in-flight counter is the REST side
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
+from gateway.api.grpc_wrap import Behavior, UnaryWrapInterceptor
 from gateway.auth import current_principal
 from gateway.guard import Guard
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
-
-class GuardInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+class GuardInterceptor(UnaryWrapInterceptor):
     def __init__(self, guard: Guard, service_name: str) -> None:
+        super().__init__(service_name)
         self._guard = guard
-        self._prefix = f"/{service_name}/"
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
-            return handler
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._admit(handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = wrapped
-        return wrapped
-
-    def _admit(self, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
         guard = self._guard
 
         async def admitted(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

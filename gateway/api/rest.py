@@ -53,103 +53,86 @@ _EVENT_TIME_SCHEMA = {
     "Updates older than the stored event time are skipped.",
     "oneOf": [{"type": "number"}, {"type": "string", "format": "date-time"}],
 }
-_PUSH_ONE = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
-                    "type": "object",
-                    "required": ["features"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "features": _PUSH_FEATURES_SCHEMA,
-                        "event_time": _EVENT_TIME_SCHEMA,
-                    },
-                }
-            }
-        },
+
+
+def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` declaring a required JSON request body (the routes parse it by hand)."""
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": schema}}}}
+
+
+_PUSH_PROPERTIES = {"features": _PUSH_FEATURES_SCHEMA, "event_time": _EVENT_TIME_SCHEMA}
+_PUSH_ONE = _json_body(
+    {
+        "type": "object",
+        "required": ["features"],
+        "additionalProperties": False,
+        "properties": _PUSH_PROPERTIES,
     }
-}
+)
 MAX_PUSH_ENTITIES = 1000
-_PUSH_MANY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
+_PUSH_MANY = _json_body(
+    {
+        "type": "object",
+        "required": ["updates"],
+        "additionalProperties": False,
+        "properties": {
+            "updates": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_PUSH_ENTITIES,
+                "items": {
                     "type": "object",
-                    "required": ["updates"],
+                    "required": ["entity_id", "features"],
                     "additionalProperties": False,
                     "properties": {
-                        "updates": {
-                            "type": "array",
-                            "minItems": 1,
-                            "maxItems": MAX_PUSH_ENTITIES,
-                            "items": {
-                                "type": "object",
-                                "required": ["entity_id", "features"],
-                                "additionalProperties": False,
-                                "properties": {
-                                    "entity_id": {"type": "string", "minLength": 1},
-                                    "features": _PUSH_FEATURES_SCHEMA,
-                                    "event_time": _EVENT_TIME_SCHEMA,
-                                },
-                            },
-                        }
+                        "entity_id": {"type": "string", "minLength": 1},
+                        **_PUSH_PROPERTIES,
                     },
-                }
+                },
             }
         },
     }
-}
+)
 _CACHE_SCHEMA = {"type": "string", "enum": ["prefer", "bypass", "only"], "default": "prefer"}
-_PREDICT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {
-                "schema": {
-                    "oneOf": [
-                        {
-                            "title": "Single",
+_PREDICT_BODY = _json_body(
+    {
+        "oneOf": [
+            {
+                "title": "Single",
+                "type": "object",
+                "required": ["entity_id"],
+                "additionalProperties": False,
+                "properties": {
+                    "entity_id": {"type": "string", "minLength": 1},
+                    "features": _FEATURES_SCHEMA,
+                    "cache": _CACHE_SCHEMA,
+                },
+            },
+            {
+                "title": "Batch",
+                "type": "object",
+                "required": ["instances"],
+                "additionalProperties": False,
+                "properties": {
+                    "instances": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
                             "type": "object",
                             "required": ["entity_id"],
                             "additionalProperties": False,
                             "properties": {
                                 "entity_id": {"type": "string", "minLength": 1},
                                 "features": _FEATURES_SCHEMA,
-                                "cache": _CACHE_SCHEMA,
                             },
                         },
-                        {
-                            "title": "Batch",
-                            "type": "object",
-                            "required": ["instances"],
-                            "additionalProperties": False,
-                            "properties": {
-                                "instances": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "required": ["entity_id"],
-                                        "additionalProperties": False,
-                                        "properties": {
-                                            "entity_id": {"type": "string", "minLength": 1},
-                                            "features": _FEATURES_SCHEMA,
-                                        },
-                                    },
-                                },
-                                "cache": _CACHE_SCHEMA,
-                            },
-                        },
-                    ]
-                }
-            }
-        },
+                    },
+                    "cache": _CACHE_SCHEMA,
+                },
+            },
+        ]
     }
-}
+)
 
 
 @router.post("/v1/models/{model}/predict", openapi_extra=_PREDICT_BODY, tags=["predict"])

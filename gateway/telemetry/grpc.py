@@ -9,49 +9,27 @@ full method name), same span shape, same log lines. Health and reflection are no
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 from opentelemetry.trace import Span, StatusCode
 
+from gateway.api.grpc_wrap import Behavior, UnaryWrapInterceptor
 from gateway.errors import GatewayError
 from gateway.telemetry import metrics, tracing
 from gateway.telemetry.context import RequestContext, current
 from gateway.telemetry.http import log_request
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
-
-class TelemetryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+class TelemetryInterceptor(UnaryWrapInterceptor):
     def __init__(self, service_name: str, models: Iterable[str], *, slow_request_s: float) -> None:
-        self._prefix = f"/{service_name}/"
+        super().__init__(service_name)
         self._service_name = service_name
         self._models = frozenset(models)
         self._slow_request_s = slow_request_s
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method: str = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
-            return handler
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self._observe(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = wrapped
-        return wrapped
-
-    def _observe(self, method: str, behavior: Behavior) -> Behavior:
+    def wrap(self, method: str, behavior: Behavior) -> Behavior:
         in_flight = metrics.IN_FLIGHT_BY_TRANSPORT["grpc"]
         rpc_method = method.rsplit("/", 1)[-1]
         span_name = method.lstrip("/")

@@ -26,6 +26,7 @@ import pytest
 import redis
 from tritonclient.grpc import InferenceServerClient, InferInput, InferRequestedOutput
 
+from devstack.processes import terminate
 from devstack.redis_server import RedisServer
 from gateway.config import RedisSettings
 from gateway.store import open_redis
@@ -134,14 +135,7 @@ class WorkerProcess:
         process, self.process = self.process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        return process.returncode
+        return terminate(process, timeout_s)
 
     def metric(self, name: str) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
