@@ -53,6 +53,9 @@ CHART = ROOT / "helm/inference-gateway"
 DASHBOARD = CHART / "dashboards/inference-gateway.json"
 RULES = CHART / "rules/gateway-alerts.yaml"
 PREDICT = "/v1/models/fraud_scorer/predict"
+# These tests are about propagation: on a loaded box the 1 s default deadline could let the
+# fallback ladder answer, and a Triton call given up early leaves no spans in Triton.
+GENEROUS_DEADLINE = {"X-Request-Timeout-Ms": "20000"}
 PREDICT_ROUTE = "POST /v1/models/{model}/predict"
 AMOUNT = {"amount": 12.5}  # the one feature without a default: enough for a fresh entity
 # Triton metrics the CPU server used here cannot export (no GPU); documented by Triton.
@@ -239,7 +242,7 @@ async def test_a_batch_is_one_triton_span_with_the_batch_size(
         response = await client.post(
             PREDICT,
             json={"instances": instances, "cache": "bypass"},
-            headers={"traceparent": header},
+            headers={"traceparent": header, **GENEROUS_DEADLINE},
         )
     assert response.status_code == 200, response.text
     spans = await traced_gateway.wait_for_trace(trace_id, {"triton.infer"})
@@ -255,7 +258,7 @@ async def test_a_sampled_context_reaches_triton_as_the_parent_of_its_spans(
         response = await client.post(
             PREDICT,
             json={"entity_id": f"obs-prop-{uuid.uuid4().hex[:8]}", "features": AMOUNT},
-            headers={"traceparent": header},
+            headers={"traceparent": header, **GENEROUS_DEADLINE},
         )
     assert response.status_code == 200
     (triton_call,) = [
@@ -283,7 +286,7 @@ async def test_an_unsampled_context_is_not_passed_to_triton(
             response = await client.post(
                 PREDICT,
                 json={"entity_id": f"obs-unsampled-{uuid.uuid4().hex[:8]}", "features": AMOUNT},
-                headers={"traceparent": header},
+                headers={"traceparent": header, **GENEROUS_DEADLINE},
             )
             assert response.status_code == 200
     triton_sink.wait_for(
