@@ -54,6 +54,19 @@ class Principal:
         if self.models is not None and model not in self.models:
             raise PermissionDenied(f"this API key may not use model {model!r}", field="model")
 
+    def check_feature_write(self, namespace: str, readers: Sequence[str]) -> None:
+        """Writing an entity's features changes every reader's predictions (and retires their
+        cached ones), so the key must be allowed to use every model that reads the namespace."""
+        if self.models is None:
+            return
+        denied = sorted(set(readers) - self.models)
+        if denied:
+            raise PermissionDenied(
+                f"this API key may not write features of namespace {namespace!r}: "
+                f"model(s) {', '.join(map(repr, denied))} read them",
+                field="namespace",
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class KeysUpdate:
@@ -180,6 +193,12 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+
+def check_caller_may_write(namespace: str, readers: Sequence[str]) -> None:
+    principal = current_principal.get()
+    if principal is not None:
+        principal.check_feature_write(namespace, readers)
 
 
 def caller_may_use(model: str) -> bool:

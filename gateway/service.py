@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from gateway.auth import check_caller_may_write
 from gateway.cache import CachedPrediction, Usability
 from gateway.coalesce import SingleFlight
 from gateway.errors import (
@@ -113,9 +114,11 @@ class PredictionService:
         return spec
 
     def namespace_specs(self, namespace: str) -> list[ModelSpec]:
+        """The models reading ``namespace``, once the caller may write its features."""
         specs = self._by_namespace.get(namespace)
         if specs is None:
             raise NamespaceNotFound(f"no served model reads entity namespace {namespace!r}")
+        check_caller_may_write(namespace, [spec.name for spec in specs])
         return specs
 
     async def push_features(
@@ -162,10 +165,11 @@ class PredictionService:
         now = self._clock()
         predictions: list[Prediction | None] = [None] * len(items)
         misses: list[int] = []
-        # Per item, computed once: the ladder below reuses them for the misses.
-        feature_flags: list[tuple[Flag, ...]] = [()] * len(items)
-        usabilities: list[Usability] = [Usability.UNUSABLE] * len(items)
+        # Per item, computed once: the ladder below reuses them for the misses, so every rung
+        # (model, stale, default) carries no_feature_store when the store was down.
         degraded_flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
+        feature_flags: list[tuple[Flag, ...]] = [degraded_flags] * len(items)
+        usabilities: list[Usability] = [Usability.UNUSABLE] * len(items)
         for i, record in enumerate(records):
             item = items[i]
             feature_age = _age(now, record.features_at)
@@ -187,8 +191,8 @@ class PredictionService:
                         item.entity_id, None, "none", None, feature_age, ("old_features",)
                     )
                     continue
-                feature_flags[i] = ("old_features",)
-            flags = (*degraded_flags, *feature_flags[i])
+                feature_flags[i] = (*degraded_flags, "old_features")
+            flags = feature_flags[i]
             cached = record.cached
             usability = (
                 Usability.UNUSABLE
@@ -290,7 +294,6 @@ class PredictionService:
                 spec, request, records, misses, predictions, now, error, feature_flags, usabilities
             )
             return
-        degraded_flags: tuple[Flag, ...] = ("no_feature_store",) if degraded else ()
         write_back: list[tuple[str, CachedPrediction]] = []
         for position, i in enumerate(misses):
             scores, model_version, led = results[position]
@@ -301,7 +304,7 @@ class PredictionService:
                 source="model",
                 prediction_age_s=0.0,
                 feature_age_s=_age(now, features_at),
-                flags=(*degraded_flags, *feature_flags[i]),
+                flags=feature_flags[i],
             )
             # Followers' results are written by their leader.
             if led and keys[position] is not None:

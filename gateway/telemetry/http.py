@@ -80,6 +80,12 @@ class TelemetryMiddleware:
         async def send_and_note(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer.status = message["status"]
+                # The gateway's own time, so a client can tell it from network and queueing.
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"server-timing", b"app;dur=%.1f" % elapsed_ms),
+                ]
             elif answer.status >= 400 and answer.error_name is None:
                 answer.error_name = _problem_type(message.get("body", b""))
             await send(message)

@@ -160,6 +160,28 @@ def test_a_model_outside_the_allow_list_is_403_and_not_listed(
     assert [m["name"] for m in listed_for_full.json()["models"]] == ["fraud_scorer"]
 
 
+def test_feature_writes_need_every_reading_model_on_the_allow_list(
+    guarded: GatewayProcess, keys: Keys
+) -> None:
+    path = "/v1/features/card/card-access-push"
+    body = {"features": TYPICAL}
+    with httpx.Client(base_url=guarded.url, timeout=5) as client:
+        one = client.put(path, json=body, headers=bearer(keys.narrow))
+        many = client.post(
+            "/v1/features/card",
+            json={"updates": [{"entity_id": "card-access-push", "features": TYPICAL}]},
+            headers=bearer(keys.narrow),
+        )
+        allowed = client.put(path, json=body, headers=bearer(keys.full))
+
+    for refused in (one, many):
+        problem = assert_problem(refused, 403, "PermissionDenied")
+        assert problem["field"] == "namespace"
+        assert "fraud_scorer" in problem["detail"]
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["applied"] is True
+
+
 async def test_grpc_maps_missing_keys_and_allow_lists_like_rest(
     guarded: GatewayProcess, keys: Keys
 ) -> None:

@@ -28,11 +28,15 @@ from triton_launcher.launcher import TritonServer
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/fraud_scorer/predict"
 DEADLINE_MS = 300
-SLACK_S = 0.6  # loopback, a shared 2-core box, the load generator in the same process
+SERVER_SLACK_S = 0.25
+"""Past the deadline, as the gateway itself measures it (its Server-Timing header): answering
+the ladder, event-loop scheduling on a shared 2-core box. Every answer must be within it."""
+SLACK_S = 0.6  # end to end: loopback, a shared 2-core box, the load generator in this process
 LATE_SHARE = 0.005
-"""Right at the fault instant a few answers (about 1 in 1,000) took up to ~1.6 s end to end,
-measured by the client; the cause is not found yet (docs/reliability.md). They are allowed up
-to this share, and never beyond HANG_S."""
+"""Right at the fault instant a few answers (about 1 in 1,000) took up to ~2.3 s end to end as
+the client measured them, while the gateway's own time for every one of them stayed within
+SERVER_SLACK_S: the delay is outside the gateway (the load generator's thread shares this
+process with the test driving the fault). They are allowed up to this share, never past HANG_S."""
 HANG_S = 3.0
 DOCUMENTED = {503, 504}
 
@@ -42,6 +46,8 @@ class Outcome:
     at: float
     status: int
     latency_s: float
+    server_s: float | None = None
+    """The gateway's own time (Server-Timing), None when it did not say."""
     source: str | None = None
     score: float | None = None
     retry_after: str | None = None
@@ -84,6 +90,7 @@ class Load:
             # bypass: every request needs Redis and Triton, so every fault is felt.
             response = await http.post(PREDICT, json={"entity_id": entity, "cache": "bypass"})
             outcome = Outcome(time.monotonic(), response.status_code, time.perf_counter() - started)
+            outcome.server_s = server_time(response)
             if response.status_code == 200:
                 body = response.json()
                 outcome.source = body["source"]
@@ -95,9 +102,20 @@ class Load:
         return [o for o in self.outcomes if o.at >= t]
 
 
+def server_time(response: httpx.Response) -> float | None:
+    timing = response.headers.get("server-timing", "")
+    name, _, duration = timing.partition(";dur=")
+    return float(duration) / 1000 if name == "app" and duration else None
+
+
 def check_answers(load: Load, expected_score: float) -> Counter[str]:
     """Every answer honest and in time; returns counts per kind for the report."""
     kinds: Counter[str] = Counter()
+    assert all(o.server_s is not None for o in load.outcomes)
+    server_late = [
+        o for o in load.outcomes if (o.server_s or 0.0) > DEADLINE_MS / 1000 + SERVER_SLACK_S
+    ]
+    assert not server_late, server_late[:3]
     late = [o for o in load.outcomes if o.latency_s >= DEADLINE_MS / 1000 + SLACK_S]
     assert len(late) <= LATE_SHARE * len(load.outcomes), f"{len(late)} late: {late[:3]}"
     assert all(o.latency_s < HANG_S for o in late), late

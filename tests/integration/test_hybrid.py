@@ -358,8 +358,9 @@ def test_feature_store_down_policies(triton_server: TritonServer, tmp_path: Path
     )
     with (
         RedisServer() as own_redis,
+        DelayProxy(triton_server.grpc_url) as triton_proxy,
         GatewayProcess(
-            spec_path=degrade, redis_url=own_redis.url, triton_url=triton_server.grpc_url
+            spec_path=degrade, redis_url=own_redis.url, triton_url=triton_proxy.address
         ) as gateway,
         httpx.Client(base_url=gateway.url, timeout=10, headers=gateway.headers) as client,
     ):
@@ -372,6 +373,13 @@ def test_feature_store_down_policies(triton_server: TritonServer, tmp_path: Path
         own_redis.stop()
         with_amount = client.post(PREDICT, json={"entity_id": new_id(), "features": TYPICAL})
         without_amount = client.post(PREDICT, json={"entity_id": new_id()})
+        # Both dependencies out: Triton holds its answers past the request's deadline.
+        triton_proxy.delay_s = 5.0
+        both_down = client.post(
+            PREDICT,
+            json={"entity_id": new_id(), "features": TYPICAL},
+            headers={"X-Request-Timeout-Ms": "300"},
+        )
 
     assert rejected.status_code == 422
     assert rejected.json()["title"] == "Features too old"
@@ -382,3 +390,8 @@ def test_feature_store_down_policies(triton_server: TritonServer, tmp_path: Path
     # amount has no default: without the store there is nothing honest to score with.
     assert without_amount.status_code == 503
     assert without_amount.json()["title"] == "Feature store unavailable"
+    # The default answer still says it was built without the feature store.
+    assert both_down.status_code == 200, both_down.text
+    down = both_down.json()
+    assert (down["source"], down["flags"]) == ("default", ["no_feature_store", "fallback"])
+    assert both_down.headers["x-prediction-source"] == "default"
