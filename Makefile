@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 HELM := helm/bin/helm
 
-.PHONY: help setup run test test-fast lint format train helm bench bench-tracing proto
+.PHONY: help setup run test test-fast lint format train helm bench bench-tracing loadtest proto
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ format: setup ## apply ruff formatting and safe fixes
 bench: setup ## side-by-side benchmark (direct Triton, gateway miss/hit, reference gateway) → docs/benchmark.md
 	$(VENV)/bin/pip install -q -e ".[bench]"
 	$(PY) -m benchmarks.run
+
+loadtest: setup ## Locust REST + gRPC mix against `make run` with the SLO gate (ARGS: more Locust flags)
+	@mkdir -p out
+	GATEWAY_API_KEY=$${GATEWAY_API_KEY:-$$(cat .run/devstack/api-key 2>/dev/null)} \
+	$(VENV)/bin/locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 1m \
+		--host http://127.0.0.1:8080 --csv out/loadtest --html out/loadtest.html --only-summary $(ARGS)
 
 bench-tracing: setup ## tracing off vs 5% vs 100% sampled: req/s and CPU ms/request (docs/observability.md)
 	$(PY) -m benchmarks.tracing_overhead

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -128,12 +128,25 @@ def with_overrides(slo: Slo, overrides: Limits) -> Slo:
     )
 
 
-def evaluate(observed: Iterable[Observed], slo: Slo) -> list[Breach]:
-    """Every broken threshold, in request-name order."""
+def required_types(slo: Slo, sent: Collection[str] | None = None) -> list[str]:
+    """Listed types that must have requests: those the run's mix sends (``sent``; all when
+    unknown). One SLO file serves REST-only, gRPC-only and mixed runs that way."""
+    if not slo.require_listed:
+        return []
+    return sorted(n for n in slo.requests if sent is None or n in sent)
+
+
+def evaluate(
+    observed: Iterable[Observed], slo: Slo, sent: Collection[str] | None = None
+) -> list[Breach]:
+    """Every broken threshold, in request-name order.
+
+    ``sent``: the request names the run's user classes send with a non-zero weight.
+    """
     by_name = {o.name: o for o in observed}
     breaches: list[Breach] = []
     if slo.require_listed:
-        for name in sorted(slo.requests):
+        for name in required_types(slo, sent):
             if by_name.get(name) is None or by_name[name].requests == 0:
                 breaches.append(Breach(name, "requests", 0, 1))
     for name in sorted(by_name):
@@ -158,7 +171,7 @@ def _fmt(value: float | None) -> str:
 def format_report(observed: Iterable[Observed], slo: Slo, breaches: Iterable[Breach]) -> str:
     broken = {(b.name, b.check) for b in breaches}
     header = (
-        f"{'request type':<18} {'reqs':>7} {'err%':>6}  "
+        f"{'request type':<20} {'reqs':>7} {'err%':>6}  "
         f"{'p50 ms (slo)':>15} {'p95 ms (slo)':>15} {'p99 ms (slo)':>15}  verdict"
     )
     lines = ["SLO gate", header, "-" * len(header)]
@@ -172,7 +185,7 @@ def format_report(observed: Iterable[Observed], slo: Slo, breaches: Iterable[Bre
         err_mark = "!" if (obs.name, "max_error_ratio") in broken else ""
         ok = not any(name == obs.name for name, _ in broken)
         lines.append(
-            f"{obs.name:<18} {obs.requests:>7} {100 * obs.error_ratio:>5.2f}{err_mark or ' '} "
+            f"{obs.name:<20} {obs.requests:>7} {100 * obs.error_ratio:>5.2f}{err_mark or ' '} "
             f"{cells[0]:>15} {cells[1]:>15} {cells[2]:>15}  {'ok' if ok else 'BREACH'}"
         )
     return "\n".join(lines)
@@ -250,7 +263,10 @@ def cpu_saturated(runner: Any) -> bool:
     )
 
 
-def register(events: Any) -> None:
+def register(events: Any, sent: Callable[[Any], Collection[str]] | None = None) -> None:
+    """Add the options and the gate. ``sent(environment)``: the request names the selected
+    user classes send; listed types outside it are not required (None: every listed type)."""
+
     @events.init_command_line_parser.add_listener
     def _(parser: argparse.ArgumentParser) -> None:
         add_arguments(parser)
@@ -275,8 +291,11 @@ def register(events: Any) -> None:
             return
         slo = slo_from_options(options)
         observed = observed_from_stats(environment.stats)
-        breaches = evaluate(observed, slo)
+        sent_names = None if sent is None else sent(environment)
+        breaches = evaluate(observed, slo, sent_names)
         out = [format_report(observed, slo, breaches), *map(str, breaches)]
+        if skipped := sorted(set(required_types(slo)) - set(required_types(slo, sent_names))):
+            out.append(f"not sent by this run's users, not required: {', '.join(skipped)}")
         failed = bool(breaches)
         if cpu_saturated(environment.runner):
             if options.slo_allow_cpu_saturation:

@@ -17,6 +17,7 @@ from loadtests.slo import (
     format_report,
     load_slo,
     parse_slo,
+    required_types,
     with_overrides,
 )
 
@@ -25,10 +26,12 @@ def obs(name: str, requests: int = 100, failures: int = 0, p50=5.0, p95=10.0, p9
     return Observed(name, requests, failures, p50, p95, p99)
 
 
-def test_shipped_slo_file_loads_and_lists_the_three_request_types() -> None:
+def test_shipped_slo_file_loads_and_lists_every_request_type_of_both_users() -> None:
     slo = load_slo(DEFAULT_SLO_FILE)
 
-    assert set(slo.requests) == {"predict:hit", "predict:miss", "predict:batch"}
+    rest = {"predict:hit", "predict:miss", "predict:batch", "features:push"}
+    grpc = {"grpc:predict:hit", "grpc:predict:miss", "grpc:predict:batch"}
+    assert set(slo.requests) == rest | grpc
     assert slo.default.max_error_ratio == pytest.approx(0.01)
     assert slo.limits_for("predict:hit").p99_ms == 200
     assert slo.limits_for("something:else").p99_ms == slo.default.p99_ms
@@ -68,6 +71,26 @@ def test_a_listed_type_without_requests_is_a_breach_unless_disabled() -> None:
         Breach("predict:batch", "requests", 0, 1)
     ]
     assert evaluate([obs("predict:hit")], parse_slo({**raw, "require_listed": False})) == []
+
+
+def test_listed_types_the_run_does_not_send_are_not_required() -> None:
+    # one SLO file for REST-only, gRPC-only and mixed runs, and for --push-ratio 0
+    slo = parse_slo(
+        {"requests": {"predict:hit": {}, "features:push": {}, "grpc:predict:hit": {"p99_ms": 1}}}
+    )
+    rest_only = {"predict:hit", "predict:miss"}
+
+    assert required_types(slo, rest_only) == ["predict:hit"]
+    assert required_types(slo) == ["features:push", "grpc:predict:hit", "predict:hit"]
+    assert evaluate([obs("predict:hit")], slo, rest_only) == []
+    assert evaluate([obs("predict:hit")], slo, {"predict:hit", "features:push"}) == [
+        Breach("features:push", "requests", 0, 1)
+    ]
+    # limits still apply to whatever did run
+    assert evaluate([obs("grpc:predict:hit", p99=2.0)], slo, {"grpc:predict:hit"}) == [
+        Breach("grpc:predict:hit", "p99_ms", 2.0, 1.0)
+    ]
+    assert required_types(parse_slo({"require_listed": False, "requests": {"a": {}}})) == []
 
 
 def test_flag_overrides_apply_to_every_type() -> None:
