@@ -9,6 +9,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
+from gateway.api.fastpath import install_fastpath
 from gateway.api.grpc import SERVICE_NAME, serve_grpc
 from gateway.api.grpc_guard import GuardInterceptor
 from gateway.api.middleware import install_guard
@@ -58,7 +59,9 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                     open_s=settings.redis.breaker_open_s,
                 ),
             )
-            service = PredictionService(specs, versions, store, triton)
+            service = PredictionService(
+                specs, versions, store, triton, tick_batching=settings.tick_batching
+            )
             try:
                 # gRPC runs in this event loop and shares the service (and so every client).
                 telemetry = TelemetryInterceptor(
@@ -75,10 +78,15 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         version="0.1.0",
         summary="Schema-checked, cache-first online predictions in front of NVIDIA Triton.",
         lifespan=lifespan,
+        # gateway.telemetry owns spans and metrics; FastAPI's native OpenTelemetry would add
+        # a second server span per request, and its per-request provider check costs CPU.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.include_router(router)
     install_problem_handlers(app)
+    # Innermost: inside the guard and telemetry, which must see predict requests too.
+    install_fastpath(app)
     install_guard(app, guard, settings)
     install_openapi(app, auth=guard.keyring is not None)
     # Last, so outermost: it sees every answer, the guard's included.

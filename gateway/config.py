@@ -130,6 +130,10 @@ class Settings(BaseSettings):
     log_level: str = "warning"
     slow_request_s: float = 0.5
     """API requests slower than this get one WARNING log line each (no per-request INFO)."""
+    tick_batching: bool = True
+    """Requests ready in the same event-loop iteration share one Redis lookup pipeline, one
+    Triton call and one write-back pipeline per model (gateway/microbatch.py). Off: one of
+    each per request (the benchmark's baseline)."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger ones get 413 before parsing."""
     shutdown_grace_s: int = 10

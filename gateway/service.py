@@ -42,6 +42,7 @@ from gateway.errors import (
     PredictionNotCached,
 )
 from gateway.features import FeatureUpdate, FeatureWriteReport
+from gateway.microbatch import TickBatcher
 from gateway.spec import ModelSpec
 from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
 from gateway.telemetry.metrics import observe_predictions
@@ -63,6 +64,11 @@ _REFRESH_CLAIM_MS = 10_000
 
 _Scores = tuple[float, ...]
 _FlightKey = tuple[str, str, str, float | None]
+_ModelKey = tuple[str, str]
+"""(model name, served version)."""
+_LookupPart = tuple[Sequence[str], Sequence[bool]]
+_InferPart = tuple["npt.NDArray[np.floating[Any]]", float | None]
+_ScoredRows = tuple[list[list[float]], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,7 @@ class PredictionService:
         triton: TritonClient,
         *,
         clock: Callable[[], float] = time.time,
+        tick_batching: bool = True,
     ) -> None:
         self.specs = dict(specs)
         self.served_versions = dict(served_versions)
@@ -100,6 +107,23 @@ class PredictionService:
         self._triton = triton
         self._clock = clock
         self._flight: SingleFlight[tuple[_Scores, str]] = SingleFlight()
+        # Requests ready in the same event-loop iteration share one Redis pipeline and one
+        # Triton call per model (docs/benchmark.md: what this buys).
+        self._lookups: TickBatcher[_ModelKey, _LookupPart, list[EntityRecord]] = TickBatcher(
+            self._lookup_many,
+            cancelled=lambda: FeatureStoreUnavailable("feature lookup cancelled"),
+            enabled=tick_batching,
+        )
+        self._inferences: TickBatcher[_ModelKey, _InferPart, _ScoredRows] = TickBatcher(
+            self._infer_many,
+            cancelled=lambda: InferenceUnavailable("inference call cancelled"),
+            enabled=tick_batching,
+        )
+        self._writes: TickBatcher[str, list[tuple[str, CachedPrediction]], None] = TickBatcher(
+            self._write_many,
+            cancelled=lambda: FeatureStoreUnavailable("prediction write-back cancelled"),
+            enabled=tick_batching,
+        )
         self._refreshing: set[tuple[str, str, str]] = set()
         # Write-backs and refreshes run after the answer is sent; references keep them alive.
         self._background: set[asyncio.Task[None]] = set()
@@ -148,14 +172,15 @@ class PredictionService:
         degraded = False
         ids = [item.entity_id for item in items]
         try:
+            lookup = self._lookups.submit((spec.name, version), (ids, read_cache))
             if timeout_s is None:
-                records = await self._store.lookup(spec, version, ids, read_cache)
+                records = await lookup
             else:
                 # The deadline bounds everything the lookup may wait for: a free pooled
                 # connection, (re)connecting, the round trip and its one retry.
                 try:
                     async with asyncio.timeout(timeout_s):
-                        records = await self._store.lookup(spec, version, ids, read_cache)
+                        records = await lookup
                 except TimeoutError:
                     raise DeadlineExceeded("deadline passed during the feature lookup") from None
         except FeatureStoreUnavailable:
@@ -358,9 +383,66 @@ class PredictionService:
         rows: npt.NDArray[np.floating[Any]],
         timeout_s: float | None,
     ) -> tuple[list[list[float]], str]:
-        """One Triton call; scores as Python rows, converted once for leader and followers."""
+        """Scores as Python rows, converted once for leader and followers."""
+        return await self._inferences.submit((spec.name, version), (rows, timeout_s))
+
+    async def _lookup_many(
+        self, key: _ModelKey, parts: list[_LookupPart]
+    ) -> list[list[EntityRecord]]:
+        if len(parts) == 1:
+            ids, read_cache = parts[0]
+            return [await self._store.lookup(self.specs[key[0]], key[1], ids, read_cache)]
+        records = await self._store.lookup(
+            self.specs[key[0]],
+            key[1],
+            [entity for ids, _ in parts for entity in ids],
+            [read for _, read_cache in parts for read in read_cache],
+        )
+        out: list[list[EntityRecord]] = []
+        start = 0
+        for ids, _ in parts:
+            out.append(records[start : start + len(ids)])
+            start += len(ids)
+        return out
+
+    async def _infer_many(self, key: _ModelKey, parts: list[_InferPart]) -> list[_ScoredRows]:
+        """One Triton call per max_batch_size rows for the parts of one iteration."""
+        spec = self.specs[key[0]]
+        chunks: list[list[_InferPart]] = [[]]
+        rows_in_chunk = 0
+        for part in parts:
+            n = len(part[0])
+            if chunks[-1] and rows_in_chunk + n > spec.max_batch_size:
+                chunks.append([])
+                rows_in_chunk = 0
+            chunks[-1].append(part)
+            rows_in_chunk += n
+        scored = await asyncio.gather(*(self._infer_chunk(spec, key[1], c) for c in chunks))
+        return [result for chunk in scored for result in chunk]
+
+    async def _infer_chunk(
+        self, spec: ModelSpec, version: str, parts: list[_InferPart]
+    ) -> list[_ScoredRows]:
+        budgets = [budget for _, budget in parts]
+        # The call serves every part, so it may take as long as the most patient one allows;
+        # each caller still stops waiting at its own deadline.
+        timeout_s = None if None in budgets else max(b for b in budgets if b is not None)
+        rows = parts[0][0] if len(parts) == 1 else np.concatenate([r for r, _ in parts])
         result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
-        return result.scores.tolist(), result.model_version
+        score_rows = result.scores.tolist()
+        out: list[_ScoredRows] = []
+        start = 0
+        for part_rows, _ in parts:
+            out.append((score_rows[start : start + len(part_rows)], result.model_version))
+            start += len(part_rows)
+        return out
+
+    async def _write_many(
+        self, model: str, parts: list[list[tuple[str, CachedPrediction]]]
+    ) -> list[None]:
+        entries = parts[0] if len(parts) == 1 else [e for part in parts for e in part]
+        await self._store.write_predictions(self.specs[model], entries)
+        return [None] * len(parts)
 
     def _settle(
         self, call: asyncio.Future[tuple[list[list[float]], str]], keys: list[_FlightKey | None]
@@ -474,7 +556,7 @@ class PredictionService:
         self, spec: ModelSpec, entries: list[tuple[str, CachedPrediction]]
     ) -> None:
         try:
-            await self._store.write_predictions(spec, entries)
+            await self._writes.submit(spec.name, entries)
         except GatewayError:
             # The answer already went out; a lost write-back only costs a later cache miss.
             log.warning("prediction write-back failed", extra={"model": spec.name})
@@ -483,6 +565,8 @@ class PredictionService:
         """Wait for pending write-backs and refreshes (shutdown, tests)."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=timeout_s)
+        for batcher in (self._lookups, self._inferences, self._writes):
+            await batcher.drain(timeout_s)
 
     async def readiness(self) -> dict[str, bool]:
         """Redis reachable and every served model ready in Triton."""

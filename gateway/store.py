@@ -1,8 +1,9 @@
 """RedisStore: the gateway's only Redis user (features and prediction cache).
 
-Every predict request costs exactly one Redis round trip: a non-transactional pipeline with,
-per entity, an HMGET of the declared features plus their write time and a GET of the cached
-prediction. Redis errors become ``FeatureStoreUnavailable`` here and nowhere else.
+Every predict request costs at most one Redis round trip (requests of one event-loop iteration
+share it: gateway/microbatch.py): pre-packed commands (gateway/resp.py) with, per entity, an
+HMGET of the declared features plus their write time and a GET of the cached prediction.
+Redis errors become ``FeatureStoreUnavailable`` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gateway.features import (
     encode_values,
     feature_key,
 )
+from gateway.resp import HmgetCommand, pack_get, pack_set_ex, roundtrip
 from gateway.spec import ModelSpec
 from gateway.telemetry.calls import redis_call
 
@@ -80,8 +82,8 @@ class RedisStore:
     def __init__(self, client: redis.Redis, *, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
         self.breaker = breaker or CircuitBreaker("redis")
-        # The HMGET field list per model, built once instead of on every request.
-        self._hmget_fields: dict[str, list[str]] = {}
+        # The HMGET command per model, its field list packed once instead of per request.
+        self._hmget: dict[str, HmgetCommand] = {}
         self._write_script = client.register_script(_WRITE_FEATURES_LUA)
 
     async def ping(self) -> bool:
@@ -98,22 +100,21 @@ class RedisStore:
         read_cache: Sequence[bool],
     ) -> list[EntityRecord]:
         """Features (and, where asked, the cached prediction) of each entity, one round trip."""
-        fields = self._hmget_fields.get(spec.name)
-        if fields is None:
-            fields = [f.name for f in spec.features]
-            fields.append(EVENT_TIME_FIELD)
-            self._hmget_fields[spec.name] = fields
+        hmget = self._hmget.get(spec.name)
+        if hmget is None:
+            hmget = HmgetCommand([*(f.name for f in spec.features), EVENT_TIME_FIELD])
+            self._hmget[spec.name] = hmget
         breaker = self.breaker
         if not breaker.allow():
             raise FeatureStoreUnavailable("feature store failing: circuit open")
-        pipe = self._client.pipeline(transaction=False)
+        commands: list[bytes] = []
         for entity_id, with_cache in zip(entity_ids, read_cache, strict=True):
-            pipe.hmget(feature_key(spec.entity_namespace, entity_id), fields)
+            commands.append(hmget.pack(feature_key(spec.entity_namespace, entity_id)))
             if with_cache:
-                pipe.get(prediction_key(spec.name, version, entity_id))
+                commands.append(pack_get(prediction_key(spec.name, version, entity_id)))
         with redis_call("lookup", spec.name, len(entity_ids)):
             try:
-                replies = await pipe.execute()
+                replies = await roundtrip(self._client, commands)
             except (RedisError, OSError) as e:
                 if _pool_exhausted(e):
                     # Our own backlog (every pooled connection busy), not a sick Redis:
@@ -150,13 +151,17 @@ class RedisStore:
     async def write_predictions(
         self, spec: ModelSpec, entries: Iterable[tuple[str, CachedPrediction]]
     ) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for entity_id, prediction in entries:
-            key = prediction_key(spec.name, prediction.model_version, entity_id)
-            pipe.set(key, prediction.encode(), ex=spec.cache_ttl_s)
-        with redis_call("write_predictions", spec.name, len(pipe)):
+        commands = [
+            pack_set_ex(
+                prediction_key(spec.name, prediction.model_version, entity_id),
+                prediction.encode(),
+                spec.cache_ttl_s,
+            )
+            for entity_id, prediction in entries
+        ]
+        with redis_call("write_predictions", spec.name, len(commands)):
             try:
-                await pipe.execute()
+                await roundtrip(self._client, commands)
             except (RedisError, OSError) as e:
                 raise FeatureStoreUnavailable("prediction cache write failed") from e
 

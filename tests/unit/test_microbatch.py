@@ -1,0 +1,121 @@
+"""TickBatcher: what shares a call, what does not, and how failures and cancellations spread."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.microbatch import TickBatcher
+
+
+class Recorder:
+    def __init__(self, *, fail: Exception | None = None, hold: asyncio.Event | None = None):
+        self.calls: list[tuple[str, list[int]]] = []
+        self.fail = fail
+        self.hold = hold
+
+    async def run(self, key: str, parts: list[int]) -> list[int]:
+        self.calls.append((key, list(parts)))
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail is not None:
+            raise self.fail
+        return [part * 10 for part in parts]
+
+
+def batcher(recorder: Recorder) -> TickBatcher[str, int, int]:
+    return TickBatcher(recorder.run, cancelled=lambda: LookupError("shared call cancelled"))
+
+
+async def test_parts_of_one_iteration_share_one_call_per_key() -> None:
+    recorder = Recorder()
+    b = batcher(recorder)
+    results = await asyncio.gather(
+        b.submit("a", 1), b.submit("a", 2), b.submit("b", 3), b.submit("a", 4)
+    )
+    assert results == [10, 20, 30, 40]
+    assert sorted(recorder.calls) == [("a", [1, 2, 4]), ("b", [3])]
+
+
+async def test_a_later_iteration_gets_its_own_call() -> None:
+    recorder = Recorder()
+    b = batcher(recorder)
+    assert await b.submit("a", 1) == 10
+    assert await b.submit("a", 2) == 20
+    assert recorder.calls == [("a", [1]), ("a", [2])]
+
+
+async def test_an_error_reaches_every_part() -> None:
+    recorder = Recorder(fail=ConnectionError("down"))
+    b = batcher(recorder)
+    results = await asyncio.gather(b.submit("a", 1), b.submit("a", 2), return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    assert len(recorder.calls) == 1
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_shared_call() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold)
+    b = batcher(recorder)
+    impatient = asyncio.ensure_future(b.submit("a", 1))
+    patient = asyncio.ensure_future(b.submit("a", 2))
+    await asyncio.sleep(0.01)  # the call has started and waits on `hold`
+    impatient.cancel()
+    await asyncio.sleep(0)
+    hold.set()
+    assert await patient == 20
+    assert impatient.cancelled()
+    assert recorder.calls == [("a", [1, 2])]
+
+
+async def test_a_part_cancelled_before_the_flush_is_left_out() -> None:
+    recorder = Recorder()
+    b = batcher(recorder)
+    gone = asyncio.ensure_future(b.submit("a", 1))
+    kept = asyncio.ensure_future(b.submit("a", 2))
+    await asyncio.sleep(0)  # both registered; the flush is due next iteration
+    gone.cancel()
+    assert await kept == 20
+    assert recorder.calls == [("a", [2])]
+
+
+async def test_a_cancelled_shared_call_is_the_callers_declared_error() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold)
+    b = batcher(recorder)
+    waiter = asyncio.ensure_future(b.submit("a", 1))
+    await asyncio.sleep(0.01)
+    for call in list(b._calls):
+        call.cancel()
+    with pytest.raises(LookupError, match="shared call cancelled"):
+        await waiter
+
+
+async def test_a_run_returning_the_wrong_count_fails_loudly() -> None:
+    async def short(key: str, parts: list[int]) -> list[int]:
+        return parts[:-1]
+
+    b: TickBatcher[str, int, int] = TickBatcher(short, cancelled=lambda: LookupError())
+    results = await asyncio.gather(b.submit("a", 1), b.submit("a", 2), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_drain_waits_for_calls_in_flight() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold)
+    b = batcher(recorder)
+    waiter = asyncio.ensure_future(b.submit("a", 1))
+    await asyncio.sleep(0.01)
+    assert len(b) == 1
+    asyncio.get_running_loop().call_later(0.02, hold.set)
+    await b.drain(timeout_s=2)
+    assert len(b) == 0
+    assert await waiter == 10
+
+
+async def test_disabled_every_part_is_its_own_call() -> None:
+    recorder = Recorder()
+    b = TickBatcher(recorder.run, cancelled=lambda: LookupError(), enabled=False)
+    assert await asyncio.gather(b.submit("a", 1), b.submit("a", 2)) == [10, 20]
+    assert recorder.calls == [("a", [1]), ("a", [2])]
