@@ -41,6 +41,7 @@ class GatewayProcess:
         env: Mapping[str, str] | None = None,
         wait_for: str = "/readyz",
         startup_timeout_s: float = 60.0,
+        cwd: Path | None = None,
         auth: bool = True,
         keys_file: Path | None = None,
         api_key: str | None = None,
@@ -75,6 +76,9 @@ class GatewayProcess:
         }
         self._wait_for = wait_for
         self._timeout_s = startup_timeout_s
+        self._cwd = cwd
+        """Working directory; ``python -m gateway`` imports the ``gateway`` package found there
+        first (benchmarks run other checkouts this way)."""
         self._log = Path(tempfile.mkstemp(prefix="gw-gateway-", suffix=".log")[1])
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -108,6 +112,7 @@ class GatewayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=self._cwd,
             )
         deadline = time.monotonic() + self._timeout_s
         while time.monotonic() < deadline:

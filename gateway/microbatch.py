@@ -40,16 +40,25 @@ class TickBatcher(Generic[K, P, R]):
         self._calls: set[asyncio.Task[list[R]]] = set()
 
     async def submit(self, key: K, part: P) -> R:
-        if not self._enabled:
-            return (await self._run(key, [part]))[0]
+        return await self.post(key, part)
+
+    def post(self, key: K, part: P) -> asyncio.Future[R]:
+        """The part's result, as a future: callers that must not cancel it (it may be shared
+        further) shield it, fire-and-forget callers add a done callback. No task is created:
+        at tens of thousands of requests a second, a task per request is a visible cost."""
         loop = asyncio.get_running_loop()
+        if not self._enabled:
+            return loop.create_task(self._run_one(key, part))
         future: asyncio.Future[R] = loop.create_future()
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = []
             loop.call_soon(self._flush, key)
         pending.append((part, future))
-        return await future
+        return future
+
+    async def _run_one(self, key: K, part: P) -> R:
+        return (await self._run(key, [part]))[0]
 
     def _flush(self, key: K) -> None:
         # Parts whose caller already gave up are dropped before the call is made.
@@ -79,6 +88,8 @@ class TickBatcher(Generic[K, P, R]):
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for the combined calls in flight (shutdown, tests)."""
+        if self._pending:
+            await asyncio.sleep(0)  # their flush is due in the next iteration
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=timeout_s)
 

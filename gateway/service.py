@@ -16,6 +16,7 @@ validate (done by the caller) → one Redis round trip → the fallback ladder:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -337,7 +338,9 @@ class PredictionService:
                     (items[i].entity_id, CachedPrediction(scores, model_version, now, features_at))
                 )
         if write_back:
-            self._in_background(self._write_back(spec, write_back))
+            # Not a task per request: the write joins this iteration's write-back call.
+            written = self._writes.post(spec.name, write_back)
+            written.add_done_callback(functools.partial(_log_write_back, spec.name))
 
     async def _infer_coalesced(
         self,
@@ -363,7 +366,7 @@ class PredictionService:
         out: list[tuple[_Scores, str, bool]] = [((), "", False)] * len(keys)
         if leaders:
             batch = rows if len(leaders) == len(keys) else rows[leaders]
-            call = asyncio.ensure_future(self._infer_rows(spec, version, batch, timeout_s))
+            call = self._inferences.post((spec.name, version), (batch, timeout_s))
             call.add_done_callback(lambda done: self._settle(done, led_keys))
             score_rows, model_version = await asyncio.shield(call)
             for n, position in enumerate(leaders):
@@ -375,16 +378,6 @@ class PredictionService:
                 raise InferenceTimeout("inference deadline exceeded") from None
             out[position] = (scores, model_version, False)
         return out
-
-    async def _infer_rows(
-        self,
-        spec: ModelSpec,
-        version: str,
-        rows: npt.NDArray[np.floating[Any]],
-        timeout_s: float | None,
-    ) -> tuple[list[list[float]], str]:
-        """Scores as Python rows, converted once for leader and followers."""
-        return await self._inferences.submit((spec.name, version), (rows, timeout_s))
 
     async def _lookup_many(
         self, key: _ModelKey, parts: list[_LookupPart]
@@ -552,15 +545,6 @@ class PredictionService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _write_back(
-        self, spec: ModelSpec, entries: list[tuple[str, CachedPrediction]]
-    ) -> None:
-        try:
-            await self._writes.submit(spec.name, entries)
-        except GatewayError:
-            # The answer already went out; a lost write-back only costs a later cache miss.
-            log.warning("prediction write-back failed", extra={"model": spec.name})
-
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Wait for pending write-backs and refreshes (shutdown, tests)."""
         if self._background:
@@ -581,6 +565,15 @@ class PredictionService:
         status = {"redis": checks[0]}
         status.update({f"model:{n}": ok for n, ok in zip(names, checks[1:], strict=True)})
         return status
+
+
+def _log_write_back(model: str, done: asyncio.Future[None]) -> None:
+    # The answer already went out; a lost write-back only costs a later cache miss.
+    error = None if done.cancelled() else done.exception()
+    if isinstance(error, GatewayError):
+        log.warning("prediction write-back failed", extra={"model": model})
+    elif error is not None:
+        log.error("prediction write-back failed", extra={"model": model}, exc_info=error)
 
 
 def _from_cache(

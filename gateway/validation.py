@@ -7,7 +7,9 @@ a JSON-path-like name (``instances[3].features.amount``).
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -285,4 +287,21 @@ def _fmt(bound: float) -> str:
 
 def request_id_or_new(supplied: str | None) -> str:
     """Keep a sane client-supplied request id (header or field), else make one."""
-    return supplied if supplied and _REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    if supplied and _REQUEST_ID.match(supplied):
+        return supplied
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+
+
+# Request ids only correlate log lines and traces; they are not secrets. A random per-process
+# prefix and a counter are unique enough (2**64 prefixes) and cost no getrandom() syscall per
+# request, unlike uuid4. Regenerated in a forked child so siblings never share a prefix.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ID_COUNTER = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:16], itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
