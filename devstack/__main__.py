@@ -100,6 +100,7 @@ def _dev_auth(disabled: bool) -> AuthSettings:
 
 
 async def _load_demo(settings: Settings, path: Path) -> None:
+    from gateway.batch.index import reindex_features
     from gateway.ingest import load_features
     from gateway.spec import load_specs
     from gateway.store import RedisStore, open_redis
@@ -107,6 +108,9 @@ async def _load_demo(settings: Settings, path: Path) -> None:
     spec = load_specs(settings.spec_path)["fraud_scorer"]
     async with open_redis(settings.redis) as client:
         report = await load_features(RedisStore(client), spec, path)
+        # Marks the id index complete, so `batch-score --source feature-store` reads it
+        # instead of falling back to SCAN (docs/batch-scoring.md).
+        await reindex_features(client, spec.entity_namespace)
     print(f"loaded {report.entities} demo entities from {path.name}", flush=True)
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m gateway serve | load-features | keys | stream-worker | …``.
+"""Command line: ``python -m gateway serve | load-features | reindex-features | keys | …``.
 
 uvicorn owns the signals of the serving process: SIGINT/SIGTERM stop accepting connections,
 finish in-flight requests (up to ``GATEWAY_SHUTDOWN_GRACE_S``) and run the lifespan shutdown
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.batch.cli import add_arguments as add_batch_arguments
+from gateway.batch.index import add_arguments as add_reindex_arguments
 from gateway.config import Settings
 from gateway.errors import KeysFileError
 from gateway.keys import add_keys_parser, run_keys
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument("--spec", type=Path, help="model spec YAML (env GATEWAY_SPEC_PATH)")
     add_batch_arguments(batch)
 
+    reindex = commands.add_parser(
+        "reindex-features", help="build a namespace's feature id index (for batch-score)"
+    )
+    reindex.add_argument("--spec", type=Path, help="model spec YAML (env GATEWAY_SPEC_PATH)")
+    add_reindex_arguments(reindex)
+
     args = parser.parse_args(argv)
     if args.command == "keys":
         return run_keys(args)
@@ -67,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.batch.cli import run as run_batch_score
 
         return run_batch_score(settings, args)
+    if args.command == "reindex-features":
+        from gateway.batch.index import run as run_reindex
+
+        return run_reindex(settings, args)
     if args.command in STREAM_COMMANDS:
         from gateway.stream.cli import run_command
 

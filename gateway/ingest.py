@@ -3,7 +3,9 @@
 The whole file is validated against the model spec before anything is written, so a bad
 file is rejected with the row and column named and leaves Redis untouched. An optional
 ``event_time`` column (Unix seconds) says when each row's values were true; without it every
-row is as of the load. Rows older than what is stored are skipped, never applied.
+row is as of the load. Rows older than what is stored are skipped, never applied. Every row
+goes through the feature writer's script (``RedisStore.write_features``), which also adds
+the id to the namespace's id index, so a load needs no ``reindex-features`` afterwards.
 """
 
 from __future__ import annotations

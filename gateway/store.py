@@ -29,6 +29,7 @@ from gateway.features import (
     encode_event_time,
     encode_values,
     feature_key,
+    index_key,
 )
 from gateway.resp import HmgetCommand, pack_get, pack_set_ex, roundtrip
 from gateway.spec import ModelSpec
@@ -186,15 +187,22 @@ class RedisStore:
         otherwise written together with the deletion of the entity's cached prediction for
         every ``(model, version)`` in ``invalidate``. (A cached prediction records the event
         time of its features, so it is stale even where the deletion raced a write-back.)
+        Either way the same call adds the id to the namespace's id index (``index_key``), so
+        the index never misses an entity this writer stored.
         """
         applied = skipped = 0
         pipe = self._client.pipeline(transaction=False)
         pending = 0
+        index = index_key(namespace)
         try:
             for update in updates:
-                keys = [feature_key(namespace, update.entity_id)]
+                keys = [feature_key(namespace, update.entity_id), index]
                 keys.extend(prediction_key(m, v, update.entity_id) for m, v in invalidate)
-                args = [encode_event_time(update.event_time), *encode_values(update.values)]
+                args = [
+                    encode_event_time(update.event_time),
+                    update.entity_id,
+                    *encode_values(update.values),
+                ]
                 # With a pipeline as client this only queues EVALSHA (loaded at execute).
                 await self._write_script(keys=keys, args=args, client=pipe)
                 pending += 1
@@ -209,13 +217,18 @@ class RedisStore:
         return FeatureWriteReport(applied=applied, skipped_older=skipped)
 
 
-# KEYS[1]: the feature hash; KEYS[2..]: cached predictions to drop.
-# ARGV[1]: event time; ARGV[2..]: field, value pairs. Returns 1 if applied, 0 if older.
-_WRITE_FEATURES_LUA = """
+# KEYS[1]: the feature hash; KEYS[2]: the namespace's id index; KEYS[3..]: cached predictions
+# to drop. ARGV[1]: event time; ARGV[2]: entity id; ARGV[3..]: field, value pairs.
+# Returns 1 if applied, 0 if older. The id is indexed in both cases: an older update means the
+# hash exists, and indexing it there too heals hashes written before the index existed.
+# The shebang makes Redis refuse the whole call up front when out of memory, so a hash is
+# never written without its index entry.
+_WRITE_FEATURES_LUA = """#!lua
+redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[2])
 local stored = redis.call('HGET', KEYS[1], '_ts')
 if stored and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], '_ts', unpack(ARGV))
-if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 3))
+if #KEYS > 2 then redis.call('DEL', unpack(KEYS, 3)) end
 return 1
 """
 

@@ -8,15 +8,20 @@ Everything a job remembers lives in Redis under ``gw:batch:<job id>:<i>-of-<n>:*
              ``status`` (``running`` | ``complete``).
 ``owner``    the token of the process that currently runs the job (fencing, see below).
 ``done``     bitmap, bit k set = chunk k committed.
-``counts``   hash ``scored`` / ``invalid`` / ``chunks``: entities written, entities rejected as
-             invalid input, chunks committed.
+``counts``   hash ``scored`` / ``invalid`` / ``stale`` / ``chunks``: entities written, entities
+             rejected as invalid input, entities not scored because their features were older
+             than the model's ``feature_freshness`` allows (``on_violation: reject``), chunks
+             committed.
 ``failed``   hash chunk → record of a chunk that failed on a dependency after its retries;
              it is retried by the next run and leaves this hash when it commits.
 ``samples``  list of invalid entities with their reason (the first 100).
-``ids``      list, feature-store source only: the shard's entity ids in the order SCAN first
-             returned them (the snapshot; chunk k is positions [k*B, (k+1)*B) of it).
-``seen``     set, feature-store source only: the same ids, to add each to ``ids`` only once.
-``scan``     hash, feature-store source only: the SCAN cursor the snapshot continues from.
+``ids``      list, feature-store source only: the shard's entity ids in snapshot order (id
+             order from the namespace's id index, else the order SCAN first returned them;
+             chunk k is positions [k*B, (k+1)*B) of it).
+``seen``     set, SCAN snapshot only: the same ids, to add each to ``ids`` only once.
+``scan``     hash, feature-store source only: how the snapshot is taken (``mode`` ``index`` |
+             ``scan``), where it continues from (``cursor``: the last id read from the index,
+             or the SCAN cursor) and whether it is ``complete``.
 
 Exactly once: a chunk's predictions, its ``done`` bit and the counters are written by ONE
 atomic Redis script (``store.py``), so after a crash a chunk is either fully written and
@@ -32,6 +37,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +46,7 @@ import orjson
 from gateway.batch.errors import CheckpointMismatch
 from gateway.batch.sharding import Shard
 
+SnapshotMode = Literal["index", "scan"]
 KEY_PREFIX = "gw:batch"
 SAMPLE_LIMIT = 100
 """Invalid entities kept with their reason (per job and shard)."""
@@ -198,11 +205,15 @@ class CheckpointState:
     done_bitmap: bytes = b""
     scored: int = 0
     invalid: int = 0
+    stale: int = 0
     chunks_done: int = 0
     failed: dict[int, FailedChunk] = field(default_factory=dict)
     samples: list[Failure] = field(default_factory=list)
-    scan_cursor: int = 0
-    scan_complete: bool = False
+    snapshot_mode: SnapshotMode | None = None
+    """None: no snapshot page saved yet (or a file source)."""
+    snapshot_cursor: bytes = b""
+    """The last id read from the index, or the SCAN cursor (decimal), per ``snapshot_mode``."""
+    snapshot_complete: bool = False
     total: int | None = None
 
     @property

@@ -25,7 +25,7 @@ class Summary:
     scored: int
     """Predictions written by this run."""
     skipped: int
-    """Entities an earlier run of the job already finished (scored or invalid)."""
+    """Entities an earlier run of the job already finished (scored, invalid or stale)."""
     invalid: int
     """Invalid input rows found by this run (not scored)."""
     failed: int
@@ -39,15 +39,23 @@ class Summary:
     job_failed: int
     failures: list[Failure] = field(default_factory=list)
     """A bounded sample of the job's failed entities, with reasons."""
+    stale: int = 0
+    """Entities not scored by this run because their features were older than the model's
+    ``feature_freshness.max_age_s`` (``on_violation: reject``): a policy outcome, not a
+    failure; they do not change the exit status."""
+    job_stale: int = 0
+    snapshot: str | None = None
+    """Feature-store source: how its entities were listed (``index`` | ``scan``)."""
 
     @property
     def rate_per_s(self) -> float:
-        handled = self.scored + self.invalid + self.failed
+        handled = self.scored + self.invalid + self.stale + self.failed
         return handled / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def exit_status(self) -> int:
-        """0: every entity of the shard is scored. 1: some are invalid, failed or not done."""
+        """0: every entity of the shard is scored (or not scored by the freshness policy).
+        1: some are invalid, failed or not done."""
         clean = self.job_invalid == 0 and self.job_failed == 0
         return 0 if clean and self.outcome in ("complete", "nothing-to-do") else 1
 
@@ -63,6 +71,7 @@ class Summary:
             "scored": self.scored,
             "skipped": self.skipped,
             "invalid": self.invalid,
+            "stale": self.stale,
             "failed": self.failed,
             "elapsed_s": round(self.elapsed_s, 3),
             "prepare_s": round(self.prepare_s, 3),
@@ -70,8 +79,10 @@ class Summary:
             "job": {
                 "scored": self.job_scored,
                 "invalid": self.job_invalid,
+                "stale": self.job_stale,
                 "failed": self.job_failed,
             },
+            "snapshot": self.snapshot,
             "failures": [{"entity": f.entity, "reason": f.reason} for f in self.failures],
             "exit_status": self.exit_status,
         }
@@ -95,13 +106,26 @@ class Summary:
                 f"  skipped   {self.skipped:>12,}  already done by an earlier run",
                 f"  failed    {self.invalid + self.failed:>12,}  this run "
                 f"({self.invalid:,} invalid input, {self.failed:,} on dependency errors)",
-                f"  elapsed   {_seconds(self.elapsed_s):>12}  {self.rate_per_s:,.0f} entities/s "
-                f"({_seconds(self.prepare_s)} reading the input)",
             ]
+            if self.stale or self.job_stale:
+                lines.append(
+                    f"  stale     {self.stale:>12,}  this run, not scored: features older than "
+                    "the model's feature_freshness allows (on_violation: reject)"
+                )
+            lines.append(
+                f"  elapsed   {_seconds(self.elapsed_s):>12}  {self.rate_per_s:,.0f} entities/s "
+                f"({_seconds(self.prepare_s)} reading the input)"
+            )
+        stale = f", {self.job_stale:,} stale" if self.job_stale else ""
         lines.append(
-            f"  job total: {self.job_scored:,} scored, {self.job_invalid:,} invalid, "
+            f"  job total: {self.job_scored:,} scored, {self.job_invalid:,} invalid{stale}, "
             f"{self.job_failed:,} failed (to retry)"
         )
+        if self.snapshot == "scan":
+            lines.append(
+                "  note: the namespace has no complete id index, so its entities were listed "
+                "by SCAN over the whole keyspace; `python -m gateway reindex-features` builds it"
+            )
         if self.failures:
             shown = self.failures[:SHOWN_FAILURES]
             total_failed = self.job_invalid + self.job_failed

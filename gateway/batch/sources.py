@@ -11,34 +11,47 @@ column. The features' as-of time (``features_at`` of each prediction) is the row
 ``event_time`` (timestamp, or Unix seconds) when the file has one, else the job's start time,
 which the checkpoint keeps so a resumed job writes the same value.
 
-Feature-store source and SCAN. The job first takes a *snapshot* of the shard's entity ids:
-it SCANs ``gw:f:<namespace>:*`` and appends each page's new ids (those of the shard) to a list
-in Redis, together with the cursor after that page, in one atomic call. Then it scores chunks
-of that list, reading each chunk's features when it scores it.
+Feature-store source. The job first takes a *snapshot* of the shard's entity ids: a list in
+Redis that fixes which entities the job scores and in what order. Then it scores chunks of that
+list, reading each chunk's features when it scores it. The ids come from the namespace's id
+index (``gw:fi:<namespace>``, a sorted set the feature writer keeps, gateway/features.py)
+when ``reindex-features`` has marked it complete, else from a SCAN of ``gw:f:<namespace>:*``.
 
+* Index: pages of ids in byte order (``ZRANGE … BYLEX`` after the last id listed); each
+  page's ids of the shard are appended to the list together with that last id as the cursor,
+  in one atomic call. Pages never overlap, so no id is listed twice, and the call refuses a
+  page whose cursor is not the saved one (a retry after a lost reply appends nothing).
+* SCAN (fallback for data written before the index existed): each page's new ids and the
+  cursor after the page are appended in one atomic call. SCAN may return a key more than once
+  (when Redis resizes its table during the scan), and a page scanned again after a crash
+  returns its keys again; a set of the ids seen so far (updated in the same call) lets each id
+  into the list once. SCAN walks the whole keyspace (predictions, other namespaces), the index
+  only this namespace.
 * Resume: a crash during the snapshot continues from the saved cursor (SCAN cursors are
-  stateless on the server and stay valid across client restarts); a crash while scoring
-  continues with the chunks not yet committed. The list only grows and is fixed once the scan
-  is complete, so chunk numbers keep their meaning however the keyspace changes afterwards.
-* Duplicates: SCAN may return a key more than once (when Redis resizes its table during the
-  scan), and a page scanned again after a crash returns its keys again; a set of the ids seen
-  so far (updated in the same call) lets each id into the list once, so no entity is scored or
-  counted twice.
-* Which entities: every entity present for the whole snapshot is in it (SCAN's guarantee);
-  one created or deleted meanwhile may or may not be. Features are read when the chunk is
-  scored, so a prediction is computed from the entity's features at that moment and carries
-  their ``_ts`` as ``features_at``; an entity deleted after the snapshot counts as invalid
-  ("no stored features").
-* Cost: the snapshot holds the shard's ids in Redis (~70 bytes each, list and set) while the
-  job runs; it is deleted when the job completes (and expires with the checkpoint otherwise).
-  Each shard scans the whole namespace and keeps its part, so N shards read the key names N
-  times.
+  stateless on the server and stay valid across client restarts; an index cursor is an id);
+  a snapshot keeps the mode it started with. A crash while scoring continues with the chunks
+  not yet committed. The list only grows and is fixed once the snapshot is complete, so chunk
+  numbers keep their meaning however the keyspace changes afterwards.
+* Which entities: every entity present for the whole snapshot is in it; one created or
+  deleted meanwhile may or may not be. Features are read when the chunk is scored, so a
+  prediction is computed from the entity's features at that moment and carries their ``_ts``
+  as ``features_at``; an entity deleted after the snapshot (or an index entry whose hash was
+  deleted by hand) counts as invalid ("no stored features").
+* Reads: one script call per 256 positions of the list reads the ids there and HMGETs each
+  entity's features, and answers with the ids and one CSV text of the values, which pyarrow
+  turns into float64 columns (``_columns_from_csv``); no per-entity argument or reply object
+  crosses redis-py.
+* Cost: the snapshot holds the shard's ids in Redis while the job runs (~20 bytes each from
+  the index; ~70 with SCAN's set of seen ids); it is deleted when the job completes (and
+  expires with the checkpoint otherwise). Each shard lists the whole namespace and keeps its
+  part, so N shards read the ids N times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import logging
 import time
@@ -53,13 +66,13 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from gateway.batch.checkpoint import CheckpointState, chunk_bounds
+from gateway.batch.checkpoint import CheckpointState, SnapshotMode, chunk_bounds
 from gateway.batch.errors import BatchError, SourceError
 from gateway.batch.matrix import Column, column_from_arrow, input_rows, stored_rows
-from gateway.batch.sharding import Shard, shard_mask
+from gateway.batch.sharding import Shard, owned, shard_mask
 from gateway.batch.store import BatchStore
 from gateway.errors import InvalidRequest
-from gateway.features import EVENT_TIME_FIELD, feature_key
+from gateway.features import EVENT_TIME_FIELD, feature_key, index_complete_key, index_key
 from gateway.spec import ModelSpec
 from gateway.validation import MAX_CLOCK_SKEW_S, parse_event_time
 
@@ -69,6 +82,8 @@ FEATURE_STORE = "feature-store"
 EVENT_TIME_COLUMN = "event_time"
 SCAN_COUNT = 2000
 """SCAN's COUNT hint: keys Redis looks at per call of the snapshot."""
+INDEX_PAGE = 5000
+"""Ids read from the id index per call of the snapshot (~1 ms of Redis)."""
 _TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
 
 
@@ -84,6 +99,8 @@ class Chunk:
     """Position in the chunk → why that row is invalid."""
     features_at: npt.NDArray[np.float64]
     """As-of time of each row's features (Unix seconds); NaN = unknown."""
+    raw_ids: list[bytes] | None = None
+    """The ids as stored in Redis (feature-store source), to build keys without re-encoding."""
 
     def __len__(self) -> int:
         return len(self.entity_ids)
@@ -332,9 +349,12 @@ class FeatureStoreSource:
         self._spec = spec
         self._shard = shard
         self._batch_size = batch_size
+        self._namespace = spec.entity_namespace
         self._prefix = feature_key(spec.entity_namespace, "")
         self._fields = [*(f.name for f in spec.features), EVENT_TIME_FIELD]
         self._total: int | None = None
+        self.snapshot_mode: SnapshotMode | None = None
+        """How the snapshot was taken (after ``prepare``)."""
 
     @property
     def identity(self) -> str:
@@ -349,11 +369,64 @@ class FeatureStoreSource:
     async def prepare(
         self, state: CheckpointState, token: str, note: Callable[[str], None]
     ) -> None:
-        if not state.scan_complete:
-            await self._snapshot(state.scan_cursor, token, note)
+        # A snapshot keeps the mode it started with: its cursor only means something there.
+        mode = state.snapshot_mode
+        if not state.snapshot_complete:
+            if mode is None:
+                complete = await self._store.index_is_complete(
+                    index_key(self._namespace), index_complete_key(self._namespace)
+                )
+                mode = "index" if complete else "scan"
+            if mode == "index":
+                await self._snapshot_from_index(state.snapshot_cursor, token, note)
+            else:
+                log.warning(
+                    "no complete id index for this namespace: listing its entities by SCAN "
+                    "over the whole keyspace; run `python -m gateway reindex-features` once",
+                    extra={"namespace": self._namespace},
+                )
+                await self._snapshot_by_scan(int(state.snapshot_cursor or b"0"), token, note)
+        self.snapshot_mode = mode
         self._total = await self._store.snapshot_size()
 
-    async def _snapshot(self, cursor: int, token: str, note: Callable[[str], None]) -> None:
+    async def _snapshot_from_index(
+        self, cursor: bytes, token: str, note: Callable[[str], None]
+    ) -> None:
+        """Page through the id index from ``cursor`` (the last id already listed). Page n's
+        ids of this shard and the cursor after it are saved in one atomic call, in page
+        order; reading page n+1 overlaps saving page n. Without a shard to filter by, the
+        pages are copied inside Redis and no id travels to the job and back."""
+        index = index_key(self._namespace)
+        listed = kept = 0
+        if self._shard.is_everything:
+            last_page = False
+            while not last_page:
+                copied, last_page = await self._store.copy_index_page(token, index, INDEX_PAGE)
+                listed += copied
+                note(f"snapshot: {listed:,} ids listed from the index")
+            return
+        saving: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                ids = await self._store.index_page(index, cursor, INDEX_PAGE)
+                last_page = len(ids) < INDEX_PAGE
+                own = owned(ids, self._shard)
+                if saving is not None:
+                    await saving
+                after, cursor = cursor, ids[-1] if ids else cursor
+                saving = asyncio.create_task(
+                    self._store.add_index_page(token, after, cursor, complete=last_page, ids=own)
+                )
+                listed, kept = listed + len(ids), kept + len(own)
+                note(f"snapshot: {listed:,} ids listed from the index, {kept:,} of this shard")
+                if last_page:
+                    break
+            await saving
+        finally:
+            if saving is not None and not saving.done():
+                saving.cancel()
+
+    async def _snapshot_by_scan(self, cursor: int, token: str, note: Callable[[str], None]) -> None:
         """SCAN from ``cursor`` to the end. Page n's ids and the cursor after it are saved in
         one atomic call, in page order; SCANning page n+1 overlaps saving page n."""
         prefix = self._prefix.encode()
@@ -374,7 +447,7 @@ class FeatureStoreSource:
                     ids = [i for i, own in zip(ids, mask, strict=True) if own]
                 if saving is not None:
                     await saving
-                saving = asyncio.create_task(self._store.add_snapshot_page(token, next_cursor, ids))
+                saving = asyncio.create_task(self._store.add_scan_page(token, next_cursor, ids))
                 scanned, kept = scanned + len(keys), kept + len(ids)
                 note(f"snapshot: {scanned:,} keys scanned, {kept:,} entities of this shard")
                 if next_cursor == 0:
@@ -387,45 +460,67 @@ class FeatureStoreSource:
 
     async def read_chunk(self, index: int) -> Chunk:
         start, stop = chunk_bounds(index, self.total, self._batch_size)
-        ids = await self._store.snapshot_range(start, stop)
-        if len(ids) != stop - start:
+        raw_ids, text = await self._store.read_snapshot_features(
+            start, stop, self._prefix, self._fields
+        )
+        if len(raw_ids) != stop - start:
             raise BatchError(
-                f"the job's entity snapshot lost entries ({len(ids)} of {stop - start} ids at "
-                f"{start}); it may have expired: rerun with --restart"
+                f"the job's entity snapshot lost entries ({len(raw_ids)} of {stop - start} ids "
+                f"at {start}); it may have expired: rerun with --restart"
             )
-        keys = [self._prefix + entity_id for entity_id in ids]
-        text = await self._store.read_features_csv(keys, self._fields)
-        columns = _columns_from_csv(text, self._fields, len(ids))
+        columns = _columns_from_csv(text, self._fields, len(raw_ids))
         if columns is None:
             # A stored value the CSV reply cannot carry (a comma, a quote): read it literally.
-            replies = await self._store.read_features(keys, self._fields)
+            prefix = self._prefix.encode()
+            replies = await self._store.read_features([prefix + i for i in raw_ids], self._fields)
             columns = _columns_from_replies(replies, self._fields)
-        rows = stored_rows(self._spec, columns, len(ids), written_at=columns[EVENT_TIME_FIELD])
+        rows = stored_rows(self._spec, columns, len(raw_ids), written_at=columns[EVENT_TIME_FIELD])
         return Chunk(
             index=index,
-            entity_ids=ids,
+            # surrogateescape: an id that is not UTF-8 (written by hand) survives the round
+            # trip to its prediction key byte for byte.
+            entity_ids=[i.decode(errors="surrogateescape") for i in raw_ids],
             matrix=rows.matrix,
             valid=rows.valid,
             reasons=rows.reasons,
             features_at=columns[EVENT_TIME_FIELD].values,
+            raw_ids=raw_ids,
         )
+
+
+@functools.cache
+def _csv_options(
+    fields: tuple[str, ...],
+) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
+    # Built once per field list: constructing them costs about as much as parsing a chunk.
+    return (
+        pa_csv.ReadOptions(column_names=list(fields), use_threads=False),
+        pa_csv.ParseOptions(quote_char=False),
+        pa_csv.ConvertOptions(column_types=dict.fromkeys(fields, pa.float64())),
+    )
 
 
 def _columns_from_csv(text: bytes, fields: list[str], n: int) -> dict[str, Column] | None:
     if n == 0:
         return _columns_from_replies([], fields)
+    read, parse, convert = _csv_options(tuple(fields))
     try:
         table = pa_csv.read_csv(
-            io.BytesIO(text),
-            read_options=pa_csv.ReadOptions(column_names=fields, use_threads=False),
-            parse_options=pa_csv.ParseOptions(quote_char=False),
-            convert_options=pa_csv.ConvertOptions(column_types=dict.fromkeys(fields, pa.float64())),
+            io.BytesIO(text), read_options=read, parse_options=parse, convert_options=convert
         )
     except pa.ArrowInvalid:
         return None
     if table.num_rows != n:
         return None
-    return {name: column_from_arrow(table.column(name)) for name in fields}
+    columns: dict[str, Column] = {}
+    for name in fields:
+        # Already float64: no cast, just the values (NaN where null) and the null mask.
+        values = table.column(name)
+        columns[name] = Column(
+            np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64),
+            np.asarray(values.is_null().to_numpy(zero_copy_only=False), dtype=bool),
+        )
+    return columns
 
 
 def _columns_from_replies(

@@ -13,9 +13,16 @@ Scripts instead of ``MULTI``/``EXEC`` for two measured reasons (docs/batch-scori
   ``WATCH``/``MULTI`` that is three round trips and an optimistic retry loop, in a script it
   is one call.
 
+Per-entity data travels as few, large arguments: redis-py packs each argument in Python
+(~1.5 µs), so a commit of 1,024 predictions as 2,048 arguments cost more client CPU than
+everything else the commit does. A chunk's ids and records go as one ``blob`` plus the byte
+length of each piece (``_packed``), which Lua cuts apart (binary-safe: any id, any record);
+feature reads name positions of the snapshot list and the script builds the keys.
+
 Scripts carry a ``#!lua`` shebang, so Redis refuses a writing script up front when it is out
-of memory instead of failing it half-way. They touch only keys passed in KEYS (standalone
-Redis; a Redis Cluster would need the job's keys and the prediction keys in one slot).
+of memory instead of failing it half-way. Feature and prediction keys are built inside the
+scripts from the ids (``prefix .. id``) rather than declared in KEYS: fine on a standalone
+Redis, which the gateway requires; on a Redis Cluster those keys live in many slots anyway.
 Redis errors become ``FeatureStoreUnavailable`` here and nowhere else.
 """
 
@@ -43,26 +50,41 @@ from gateway.batch.errors import JobFenced
 from gateway.errors import FeatureStoreUnavailable
 
 READ_KEYS_PER_CALL = 256
-"""Keys per feature-read script call: bounds how long one call holds Redis (~2 ms)."""
+"""Entities per feature-read script call: bounds how long one call holds Redis (~2 ms)."""
 
-# KEYS: owner, done, counts, failed, samples, meta, then one prediction key per scored entity.
-# ARGV: token, chunk, prediction ttl, state ttl, invalid count, sample count, samples...,
-#       then one prediction value per prediction key.
+# Cut ARGV[blob] into the pieces whose byte lengths ARGV[lengths] lists ("12,87,12,90").
+_UNPACK = """
+local function unpacked(lengths, blob)
+  local pieces, pos = {}, 1
+  for n in string.gmatch(lengths, '%d+') do
+    pieces[#pieces + 1] = string.sub(blob, pos, pos + n - 1)
+    pos = pos + n
+  end
+  return pieces
+end
+"""
+
+# KEYS: owner, done, counts, failed, samples, meta.
+# ARGV: token, chunk, prediction ttl, state ttl, invalid count, stale count, prediction key
+#       prefix, lengths, blob (id 1, record 1, id 2, record 2, ...), sample count, samples...
 _COMMIT = f"""#!lua
+{_UNPACK}
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 if redis.call('GETBIT', KEYS[2], ARGV[2]) == 1 then return 0 end
-local n_samples = tonumber(ARGV[6])
-local offset = n_samples
-for i = 7, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + offset], 'EX', ARGV[3])
+local pieces = unpacked(ARGV[8], ARGV[9])
+local ttl, prefix = ARGV[3], ARGV[7]
+for i = 1, #pieces, 2 do
+  redis.call('SET', prefix .. pieces[i], pieces[i + 1], 'EX', ttl)
 end
 redis.call('SETBIT', KEYS[2], ARGV[2], 1)
-redis.call('HINCRBY', KEYS[3], 'scored', #KEYS - 6)
+redis.call('HINCRBY', KEYS[3], 'scored', #pieces / 2)
 redis.call('HINCRBY', KEYS[3], 'invalid', ARGV[5])
+redis.call('HINCRBY', KEYS[3], 'stale', ARGV[6])
 redis.call('HINCRBY', KEYS[3], 'chunks', 1)
 redis.call('HDEL', KEYS[4], ARGV[2])
+local n_samples = tonumber(ARGV[10])
 if n_samples > 0 and redis.call('LLEN', KEYS[5]) < {SAMPLE_LIMIT} then
-  redis.call('RPUSH', KEYS[5], unpack(ARGV, 7, 6 + n_samples))
+  redis.call('RPUSH', KEYS[5], unpack(ARGV, 11, 10 + n_samples))
   redis.call('LTRIM', KEYS[5], 0, {SAMPLE_LIMIT - 1})
 end
 for i = 1, 6 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
@@ -78,11 +100,12 @@ redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
 
-# KEYS: owner, seen (set), ids (list), scan. ARGV: token, next cursor, state ttl, entity ids...
+# SCAN snapshot (no complete id index). KEYS: owner, seen (set), ids (list), scan.
+# ARGV: token, next cursor, state ttl, entity ids...
 # An id goes to the end of the list only the first time SADD sees it: SCAN's repeats (and a
 # page scanned again after a crash) add nothing. RPUSH takes 1,000 ids per call (unpack()'s
 # stack limit is ~8,000 values).
-_SNAPSHOT_PAGE = """#!lua
+_SCAN_PAGE = """#!lua
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local new = {}
 for i = 4, #ARGV do
@@ -91,10 +114,50 @@ end
 for i = 1, #new, 1000 do
   redis.call('RPUSH', KEYS[3], unpack(new, i, math.min(i + 999, #new)))
 end
-redis.call('HSET', KEYS[4], 'cursor', ARGV[2])
+redis.call('HSET', KEYS[4], 'mode', 'scan', 'cursor', ARGV[2])
 if ARGV[2] == '0' then redis.call('HSET', KEYS[4], 'complete', '1') end
 for i = 2, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
 return 1
+"""
+
+# Index snapshot. KEYS: owner, ids (list), scan.
+# ARGV: token, cursor the page was read after ('' = the start), cursor after it (the page's
+#       last id), last page (0/1), state ttl, lengths, blob (the page's ids of this shard).
+# Index pages come in strictly increasing id order, so there are no repeats to filter: the
+# cursor check alone makes a page that is saved twice (a retried call whose reply was lost)
+# append nothing the second time.
+_INDEX_PAGE = f"""#!lua
+{_UNPACK}
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if (redis.call('HGET', KEYS[3], 'cursor') or '') ~= ARGV[2] then return 0 end
+local ids = unpacked(ARGV[6], ARGV[7])
+for i = 1, #ids, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + 999, #ids)))
+end
+redis.call('HSET', KEYS[3], 'mode', 'index', 'cursor', ARGV[3])
+if ARGV[4] == '1' then redis.call('HSET', KEYS[3], 'complete', '1') end
+for i = 2, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return 1
+"""
+
+# Index snapshot of a whole namespace (no shard to filter by): the page is copied inside Redis.
+# KEYS: owner, index, ids (list), scan. ARGV: token, page size, state ttl.
+# Each call continues after the saved cursor, so a retried call (lost reply) copies the next
+# page, never the same one twice. Returns {ids copied, 1 if the index is exhausted}.
+_INDEX_COPY = """#!lua
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local cursor = redis.call('HGET', KEYS[4], 'cursor') or ''
+local first = cursor == '' and '-' or '(' .. cursor
+local count = tonumber(ARGV[2])
+local ids = redis.call('ZRANGE', KEYS[2], first, '+', 'BYLEX', 'LIMIT', 0, count)
+for i = 1, #ids, 1000 do
+  redis.call('RPUSH', KEYS[3], unpack(ids, i, math.min(i + 999, #ids)))
+end
+local last_page = #ids < count
+redis.call('HSET', KEYS[4], 'mode', 'index', 'cursor', ids[#ids] or cursor)
+if last_page then redis.call('HSET', KEYS[4], 'complete', '1') end
+for i = 3, 4 do redis.call('EXPIRE', KEYS[i], ARGV[3]) end
+return {#ids, last_page and 1 or 0}
 """
 
 # KEYS: owner, meta, ids, seen. ARGV: token, status, finished_at, drop the snapshot (0/1).
@@ -105,18 +168,27 @@ if ARGV[4] == '1' then redis.call('DEL', KEYS[3], KEYS[4]) end
 return 1
 """
 
-# KEYS: feature hash keys. ARGV: field names. One CSV line per key, fields in ARGV order, an
-# empty field where the hash has none: one bulk reply the client parses with pyarrow.
+# KEYS: ids (the snapshot list). ARGV: first position, last position, feature key prefix,
+# field names... Returns {ids, text}: the ids at those positions and one CSV line per id,
+# fields in ARGV order, an empty field where the hash has none (one bulk reply the client
+# parses with pyarrow).
 _READ_FEATURES = """#!lua flags=no-writes
-local lines = {}
-for i, key in ipairs(KEYS) do
-  local values = redis.call('HMGET', key, unpack(ARGV))
-  for j = 1, #values do
-    if not values[j] then values[j] = '' end
+local ids = redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])
+local prefix, fields = ARGV[3], {unpack(ARGV, 4)}
+local concat, lines = table.concat, {}
+for i, id in ipairs(ids) do
+  local values = redis.call('HMGET', prefix .. id, unpack(fields))
+  -- concat fails on a missing field (false): only then fill the gaps with ''
+  local ok, line = pcall(concat, values, ',')
+  if not ok then
+    for j = 1, #values do
+      if not values[j] then values[j] = '' end
+    end
+    line = concat(values, ',')
   end
-  lines[i] = table.concat(values, ',')
+  lines[i] = line
 end
-return table.concat(lines, '\\n')
+return {ids, concat(lines, '\\n')}
 """
 
 
@@ -137,7 +209,9 @@ class BatchStore:
         self._state_ttl_s = state_ttl_s
         self._commit = client.register_script(_COMMIT)
         self._mark_failed = client.register_script(_MARK_FAILED)
-        self._snapshot_page = client.register_script(_SNAPSHOT_PAGE)
+        self._scan_page = client.register_script(_SCAN_PAGE)
+        self._index_page = client.register_script(_INDEX_PAGE)
+        self._index_copy = client.register_script(_INDEX_COPY)
         self._finish = client.register_script(_FINISH)
         self._read = client.register_script(_READ_FEATURES)
 
@@ -185,7 +259,9 @@ class BatchStore:
             pipe.hgetall(keys.scan)
             raw_meta, done, counts, failed, samples, scan = await pipe.execute()
         meta = meta or _text_map(raw_meta)
-        counts_text, scan_text = _text_map(counts), _text_map(scan)
+        counts_text = _text_map(counts)
+        # The cursor stays bytes: in an index snapshot it is an entity id.
+        mode = scan.get(b"mode")
         return CheckpointState(
             created_at=float(meta.get("created_at", "0")),
             status=meta.get("status", "running"),
@@ -193,11 +269,14 @@ class BatchStore:
             done_bitmap=done or b"",
             scored=int(counts_text.get("scored", 0)),
             invalid=int(counts_text.get("invalid", 0)),
+            stale=int(counts_text.get("stale", 0)),
             chunks_done=int(counts_text.get("chunks", 0)),
             failed={int(k): FailedChunk.decode(v) for k, v in failed.items()},
             samples=[Failure.decode(s) for s in samples],
-            scan_cursor=int(scan_text.get("cursor", 0)),
-            scan_complete=scan_text.get("complete") == "1",
+            # A checkpoint from before the id index has a SCAN cursor and no mode.
+            snapshot_mode=(None if not scan else "index" if mode == b"index" else "scan"),
+            snapshot_cursor=scan.get(b"cursor", b""),
+            snapshot_complete=scan.get(b"complete") == b"1",
         )
 
     async def set_total(self, total: int) -> None:
@@ -208,36 +287,41 @@ class BatchStore:
         self,
         token: str,
         chunk: int,
-        predictions: Sequence[tuple[str, bytes]],
+        ids: Sequence[bytes],
+        records: Sequence[bytes],
         *,
+        key_prefix: str,
         prediction_ttl_s: int,
         invalid: int,
+        stale: int,
         samples: Sequence[Failure],
     ) -> bool:
-        """Write a chunk's predictions and record it, atomically. False: it was already
-        committed (a retry after a reply was lost). Raises JobFenced if the job was taken."""
+        """Write a chunk's predictions (``key_prefix + id`` → record) and record the chunk,
+        atomically. False: it was already committed (a retry after a reply was lost). Raises
+        JobFenced if the job was taken."""
         keys = self.keys
-        script_keys: list[str] = [
-            keys.owner,
-            keys.done,
-            keys.counts,
-            keys.failed,
-            keys.samples,
-            keys.meta,
-        ]
-        script_keys.extend(key for key, _ in predictions)
-        args: list[str | bytes | int] = [
+        pieces: list[bytes] = [b""] * (2 * len(ids))
+        pieces[0::2] = ids
+        pieces[1::2] = records
+        lengths, blob = _packed(pieces)
+        args: list[EncodableT] = [
             token,
             chunk,
             prediction_ttl_s,
             self._state_ttl_s,
             invalid,
+            stale,
+            key_prefix,
+            lengths,
+            blob,
             len(samples),
         ]
         args.extend(s.encode() for s in samples)
-        args.extend(value for _, value in predictions)
         async with _translated(f"committing chunk {chunk}"):
-            result = await self._commit(keys=script_keys, args=args)
+            result = await self._commit(
+                keys=[keys.owner, keys.done, keys.counts, keys.failed, keys.samples, keys.meta],
+                args=args,
+            )
         return self._fenced_check(result, chunk)
 
     async def mark_failed(self, token: str, chunk: int, record: FailedChunk) -> None:
@@ -275,15 +359,55 @@ class BatchStore:
         return result == 1
 
     # -- feature-store snapshot ---------------------------------------------------------------
+    async def index_is_complete(self, index: str, marker: str) -> bool:
+        """The id index exists and ``reindex-features`` marked it as listing every entity."""
+        async with _translated("reading the feature index"):
+            return int(await self._client.exists(index, marker)) == 2
+
+    async def index_page(self, index: str, after: bytes, count: int) -> list[bytes]:
+        """Up to ``count`` ids of the index after ``after`` (b"" = from the first), in order."""
+        start = b"(" + after if after else b"-"
+        async with _translated("reading the feature index"):
+            ids = await self._client.zrange(index, start, b"+", bylex=True, offset=0, num=count)
+        return [i if isinstance(i, bytes) else str(i).encode() for i in ids]
+
+    async def add_index_page(
+        self, token: str, after: bytes, last: bytes, *, complete: bool, ids: Sequence[bytes]
+    ) -> bool:
+        """Append a page's ids (read after ``after``, ending at ``last``) to the snapshot.
+        False: this page was saved already (a retried call)."""
+        keys = self.keys
+        lengths, blob = _packed(ids)
+        async with _translated("writing the snapshot"):
+            result = await self._index_page(
+                keys=[keys.owner, keys.ids, keys.scan],
+                args=[token, after, last, int(complete), self._state_ttl_s, lengths, blob],
+            )
+        return self._fenced_check(result, -1)
+
+    async def copy_index_page(self, token: str, index: str, count: int) -> tuple[int, bool]:
+        """Copy the next page of the index (after the saved cursor) to the snapshot, inside
+        Redis. Returns the ids copied and whether the index is exhausted."""
+        keys = self.keys
+        async with _translated("writing the snapshot"):
+            result = await self._index_copy(
+                keys=[keys.owner, index, keys.ids, keys.scan],
+                args=[token, count, self._state_ttl_s],
+            )
+        if result == -1:
+            self._fenced_check(result, -1)
+        copied, last_page = result
+        return int(copied), bool(last_page)
+
     async def scan_page(self, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
         async with _translated("scanning the feature store"):
             next_cursor, keys = await self._client.scan(cursor, match=match, count=count)
         return int(next_cursor), [k if isinstance(k, bytes) else str(k).encode() for k in keys]
 
-    async def add_snapshot_page(self, token: str, next_cursor: int, ids: Sequence[str]) -> None:
+    async def add_scan_page(self, token: str, next_cursor: int, ids: Sequence[str]) -> None:
         keys = self.keys
         async with _translated("writing the snapshot"):
-            result = await self._snapshot_page(
+            result = await self._scan_page(
                 keys=[keys.owner, keys.seen, keys.ids, keys.scan],
                 args=[token, str(next_cursor), self._state_ttl_s, *ids],
             )
@@ -293,22 +417,27 @@ class BatchStore:
         async with _translated("reading the snapshot"):
             return int(await self._client.llen(self.keys.ids))
 
-    async def snapshot_range(self, start: int, stop: int) -> list[str]:
-        """Entity ids at positions [start, stop) of the snapshot."""
-        async with _translated("reading the snapshot"):
-            ids = await self._client.lrange(self.keys.ids, start, stop - 1)
-        return [_text(i) for i in ids]
-
     # -- features -------------------------------------------------------------------------------
-    async def read_features_csv(self, keys: Sequence[str], fields: Sequence[str]) -> bytes:
-        """The fields of each hash as CSV text, one line per key (empty where absent)."""
-        groups = [keys[i : i + READ_KEYS_PER_CALL] for i in range(0, len(keys), READ_KEYS_PER_CALL)]
+    async def read_snapshot_features(
+        self, start: int, stop: int, key_prefix: str, fields: Sequence[str]
+    ) -> tuple[list[bytes], bytes]:
+        """The ids at snapshot positions [start, stop) and their features as CSV text, one
+        line per id (fields in order, empty where the hash has none)."""
+        keys, step = [self.keys.ids], READ_KEYS_PER_CALL
         async with _translated("reading features"):
-            parts = await asyncio.gather(*(self._read(keys=g, args=fields) for g in groups))
-        return b"\n".join(parts)
+            parts = await asyncio.gather(
+                *(
+                    self._read(keys=keys, args=[i, min(i + step, stop) - 1, key_prefix, *fields])
+                    for i in range(start, stop, step)
+                )
+            )
+        ids: list[bytes] = []
+        for part_ids, _ in parts:
+            ids.extend(part_ids)
+        return ids, b"\n".join(text for _, text in parts)
 
     async def read_features(
-        self, keys: Sequence[str], fields: Sequence[str]
+        self, keys: Sequence[bytes], fields: Sequence[str]
     ) -> list[list[bytes | None]]:
         """Pipelined HMGET: the slow, literal path for values the CSV reply cannot carry."""
         async with _translated("reading features"):
@@ -316,6 +445,11 @@ class BatchStore:
             for key in keys:
                 pipe.hmget(key, fields)
             return list(await pipe.execute())
+
+
+def _packed(pieces: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """Byte lengths ("12,87,…") and concatenation of ``pieces``: Lua's ``unpacked``."""
+    return ",".join(map(str, map(len, pieces))).encode(), b"".join(pieces)
 
 
 def _text_map(raw: Mapping[Any, Any]) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -29,6 +30,14 @@ import tritonclient.grpc as triton_grpc
 
 from devstack.redis_server import RedisServer
 from gateway.__main__ import main
+from gateway.batch import sources
+from gateway.batch.checkpoint import JobConfig, JobKeys
+from gateway.batch.sharding import ALL, Shard
+from gateway.batch.sources import FeatureStoreSource
+from gateway.batch.store import BatchStore
+from gateway.config import RedisSettings
+from gateway.errors import FeatureStoreUnavailable
+from gateway.store import open_redis
 from tests.integration.conftest import DEMO_FEATURES, MODEL_REPOSITORY, SPEC_PATH, wait_until
 from tests.integration.helpers import fraud_spec, reference_score
 from triton_launcher.launcher import TritonServer
@@ -103,6 +112,13 @@ def batch_score(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, di
     return status, orjson.loads(out.strip().splitlines()[-1])
 
 
+def reindex(capsys: pytest.CaptureFixture[str]) -> int:
+    """``python -m gateway reindex-features`` for the model's namespace (in-process)."""
+    status = main(["reindex-features", "--model", "fraud_scorer"])
+    capsys.readouterr()
+    return status
+
+
 def cards(n: int, seed: int = 1, prefix: str = "card-t") -> pa.Table:
     """n valid entities; a few optional features left out, so defaults are used too."""
     rng = np.random.default_rng(seed)
@@ -119,7 +135,7 @@ def cards(n: int, seed: int = 1, prefix: str = "card-t") -> pa.Table:
     )
 
 
-def expected_matrix(table: pa.Table) -> np.ndarray:
+def expected_matrix(table: pa.Table) -> npt.NDArray[np.float32]:
     columns = []
     for feature in fraud_spec().features:
         if feature.name in table.column_names:
@@ -129,7 +145,9 @@ def expected_matrix(table: pa.Table) -> np.ndarray:
     return np.column_stack(columns)
 
 
-def triton_answers(url: str, matrix: np.ndarray, version: str = "1") -> np.ndarray:
+def triton_answers(
+    url: str, matrix: npt.NDArray[np.float32], version: str = "1"
+) -> npt.NDArray[np.float32]:
     """Triton's own answer for each row, asked directly (no gateway code involved)."""
     client = triton_grpc.InferenceServerClient(url)
     try:
@@ -180,7 +198,7 @@ def test_csv_file_scores_every_entity_as_triton_does_and_rerun_has_nothing_to_do
     assert status == 0
     assert summary["outcome"] == "complete"
     assert (summary["entities"], summary["scored"], summary["skipped"]) == (len(ids), len(ids), 0)
-    assert summary["job"] == {"scored": len(ids), "invalid": 0, "failed": 0}
+    assert summary["job"] == {"scored": len(ids), "invalid": 0, "stale": 0, "failed": 0}
     records = stored_predictions(kv, ids)
     assert all(r is not None for r in records)
     scores = np.array([r["s"][0] for r in records])
@@ -235,7 +253,7 @@ def test_parquet_file_uses_event_time_and_reports_invalid_rows(
 
     assert status == 1  # invalid rows are failures
     assert (summary["scored"], summary["invalid"], summary["failed"]) == (500, 4, 0)
-    assert summary["job"] == {"scored": 500, "invalid": 4, "failed": 0}
+    assert summary["job"] == {"scored": 500, "invalid": 4, "stale": 0, "failed": 0}
     reasons = {f["entity"]: f["reason"] for f in summary["failures"]}
     assert reasons == {
         "card-bad-amount": "amount=-3.0 is outside [0, 1000000]",
@@ -263,7 +281,7 @@ def load_feature_store(kv: redis.Redis, table: pa.Table, written_at: float) -> l
     for row, at in zip(rows, times, strict=True):
         mapping = {name: repr(float(row[name])) for name in names if row[name] is not None}
         mapping["_ts"] = repr(at)
-        pipe.hset(f"gw:f:card:{row['card_id']}", mapping=mapping)  # type: ignore[arg-type]
+        pipe.hset(f"gw:f:card:{row['card_id']}", mapping=mapping)
     pipe.execute()
     return times
 
@@ -282,6 +300,7 @@ def test_feature_store_source_scores_every_stored_entity(
     status, summary = batch_score(capsys, "--source", "feature-store", "--batch-size", "500")
 
     assert status == 1
+    assert summary["snapshot"] == "scan"  # written around the gateway's writer: no index
     assert (summary["entities"], summary["scored"], summary["invalid"]) == (3001, 3000, 1)
     assert summary["failures"] == [
         {
@@ -328,9 +347,14 @@ def test_shards_split_the_work_exactly_once_and_alike_for_file_and_feature_store
 
     kv.delete(*kv.keys("gw:p:*"))
     load_feature_store(kv, table, 1_700_000_000.0)
-    status, _from_store = batch_score(capsys, "--source", "feature-store", "--shard", "0/2")
-    assert status == 0
+    status, from_scan = batch_score(capsys, "--source", "feature-store", "--shard", "0/2")
+    assert (status, from_scan["snapshot"]) == (0, "scan")
     assert scored_ids(kv) == first
+    # the other shard lists the same namespace from the id index: the same split
+    assert reindex(capsys) == 0
+    status, from_index = batch_score(capsys, "--source", "feature-store", "--shard", "1/2")
+    assert (status, from_index["snapshot"]) == (0, "index")
+    assert scored_ids(kv) - first == second
 
 
 def test_crash_and_resume_scores_every_entity_exactly_once(
@@ -373,7 +397,7 @@ def test_crash_and_resume_scores_every_entity_exactly_once(
     assert status == 0
     assert summary["skipped"] == committed
     assert summary["scored"] == n - committed
-    assert summary["job"] == {"scored": n, "invalid": 0, "failed": 0}
+    assert summary["job"] == {"scored": n, "invalid": 0, "stale": 0, "failed": 0}
     assert prediction_count(kv) == n
     records = stored_predictions(kv, table.column("card_id").to_pylist())
     scores = np.array([r["s"][0] for r in records])
@@ -477,7 +501,7 @@ def test_triton_outage_fails_chunks_and_the_next_run_retries_them(
     assert rerun["outcome"] == "complete"
     assert rerun["skipped"] == summary["scored"]
     assert rerun["scored"] == summary["failed"]
-    assert rerun["job"] == {"scored": n, "invalid": 0, "failed": 0}
+    assert rerun["job"] == {"scored": n, "invalid": 0, "stale": 0, "failed": 0}
     assert prediction_count(kv, version="2") == n
 
 
@@ -504,3 +528,227 @@ def test_a_job_that_cannot_run_as_asked_exits_2_and_writes_nothing(
     missing = str(tmp_path / "missing.parquet")
     assert main(["batch-score", "--model", "fraud_scorer", "--source", missing]) == 2
     assert prediction_count(kv) == 50  # only the one valid run wrote anything
+
+
+# -- id index, freshness ---------------------------------------------------------------------
+
+INDEX, INDEX_COMPLETE = "gw:fi:card", "gw:fi:card:complete"
+
+
+def test_reindexed_namespace_is_listed_from_the_index_with_the_same_results(
+    stack: dict[str, str], kv: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = cards(3000, seed=8)
+    load_feature_store(kv, table, 1_700_000_000.0)  # around the writer: not indexed
+    kv.hset("gw:f:card:card-without-amount", mapping={"hour_of_day": "3", "_ts": "1.0"})
+    kv.zadd(INDEX, {"card-t0000007": 0, "card-deleted-by-hand": 0})  # a partial index
+    status, by_scan = batch_score(capsys, "--source", "feature-store", "--batch-size", "500")
+    assert by_scan["snapshot"] == "scan"  # the index is not marked complete: not trusted
+    scanned = stored_predictions(kv, table.column("card_id").to_pylist())
+
+    capsys.readouterr()
+    assert main(["reindex-features", "--model", "fraud_scorer"]) == 0
+    out = capsys.readouterr().out
+    assert "3,001 entities indexed (3,000 added, 1 without features removed" in out
+    assert kv.zcard(INDEX) == 3001
+    assert kv.zscore(INDEX, "card-deleted-by-hand") is None
+    assert kv.exists(INDEX_COMPLETE) == 1
+    assert main(["reindex-features", "--model", "no_such_model"]) == 2
+
+    status, by_index = batch_score(
+        capsys, "--source", "feature-store", "--batch-size", "500", "--restart"
+    )
+
+    assert status == 1  # the entity without amount, as before
+    assert by_index["snapshot"] == "index"
+    for key in ("entities", "scored", "invalid"):
+        assert by_index[key] == by_scan[key]
+    assert by_index["failures"] == by_scan["failures"]
+    indexed = stored_predictions(kv, table.column("card_id").to_pylist())
+    assert [r["s"] for r in indexed] == [r["s"] for r in scanned]
+    assert [r["f"] for r in indexed] == [r["f"] for r in scanned]
+    assert not list(kv.scan_iter("gw:batch:*:ids"))  # the snapshot is dropped when complete
+
+
+def test_writers_keep_the_index_complete_after_one_reindex(
+    stack: dict[str, str], kv: redis.Redis, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert reindex(capsys) == 0  # a new deployment: nothing to index yet
+    table = cards(700, seed=9)
+    path = tmp_path / "cards.csv"
+    pa_csv.write_csv(table, path)
+
+    assert main(["load-features", "--model", "fraud_scorer", "--file", str(path)]) == 0
+    status, summary = batch_score(capsys, "--source", "feature-store", "--batch-size", "128")
+
+    assert status == 0
+    assert summary["snapshot"] == "index"
+    assert (summary["entities"], summary["scored"]) == (700, 700)
+    assert scored_ids(kv) == set(table.column("card_id").to_pylist())
+
+
+def load_indexed(kv: redis.Redis, n: int, seed: int) -> list[str]:
+    """n entities written straight to Redis (fast), then indexed as reindex-features would."""
+    table = cards(n, seed=seed)
+    load_feature_store(kv, table, time.time() - 60)
+    ids: list[str] = table.column("card_id").to_pylist()
+    for start in range(0, n, 10_000):
+        kv.zadd(INDEX, dict.fromkeys(ids[start : start + 10_000], 0))
+    kv.set(INDEX_COMPLETE, "1")
+    return ids
+
+
+async def test_index_snapshot_resumes_after_a_crash_and_lists_each_id_once(
+    batch_redis: RedisServer, kv: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = sorted(f"card-s{i:05d}" for i in range(12_345))
+    kv.zadd(INDEX, dict.fromkeys(ids, 0))
+    kv.set(INDEX_COMPLETE, "1")
+    monkeypatch.setattr(sources, "INDEX_PAGE", 1000)
+    config = JobConfig("fraud_scorer", "1", "feature-store:card", "0/1", 100)
+
+    async def snapshot_until(
+        store: BatchStore, shard: Shard, fail_after: int | None
+    ) -> FeatureStoreSource:
+        """Take (or continue) the snapshot; the page save after ``fail_after`` is applied in
+        Redis but its reply is lost, as when the job is killed right after the call."""
+        calls = 0
+        copy, add = BatchStore.copy_index_page, BatchStore.add_index_page
+
+        async def lost_reply(*args: Any, **kwargs: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            result = await (copy if shard.is_everything else add)(store, *args, **kwargs)
+            if fail_after is not None and calls > fail_after:
+                raise FeatureStoreUnavailable("connection reset")
+            return result
+
+        name = "copy_index_page" if shard.is_everything else "add_index_page"
+        monkeypatch.setattr(store, name, lost_reply)
+        token = f"t{fail_after}"
+        state = await store.open("job", config, token)
+        source = FeatureStoreSource(store, fraud_spec(), shard, 100)
+        await source.prepare(state, token, lambda _: None)
+        return source
+
+    for shard in (ALL, Shard(1, 3)):
+        expected = [i for i in ids if shard.owns(i)]
+        async with open_redis(RedisSettings(url=batch_redis.url)) as client:
+            store = BatchStore(client, JobKeys.of("job", shard), state_ttl_s=600)
+            with pytest.raises(FeatureStoreUnavailable):
+                await snapshot_until(store, shard, fail_after=4)
+            state = await store.read_state()
+            assert (state.snapshot_mode, state.snapshot_complete) == ("index", False)
+            assert state.snapshot_cursor == ids[5 * 1000 - 1].encode()  # the 5th page saved
+
+            source = await snapshot_until(store, shard, fail_after=None)
+
+            assert source.total == len(expected)
+            raw = kv.lrange(store.keys.ids, 0, -1)
+            listed = [i.decode() if isinstance(i, bytes) else i for i in raw]
+            assert listed == expected  # id order, every id once
+            # saving a page again (a retried call) appends nothing
+            assert not await store.add_index_page(
+                "tNone", ids[3999].encode(), ids[4999].encode(), complete=False, ids=[b"x"]
+            )
+            assert kv.llen(store.keys.ids) == len(expected)
+
+
+def test_crash_and_resume_on_an_index_snapshot_scores_every_entity_exactly_once(
+    stack: dict[str, str], kv: redis.Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    n, batch = 100_000, 256
+    ids = load_indexed(kv, n, seed=10)
+    args = ["--source", "feature-store", "--batch-size", str(batch), "--job-id", "fs-crash"]
+    counts = "gw:batch:fs-crash:0-of-1:counts"
+    log = tmp_path / "first-run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
+            env=process_env(stack),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_chunks(kv, counts, 60, process, log)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+
+    committed = int(kv.hget(counts, "scored") or 0)
+    assert 0 < committed < n, "the job was not killed mid-run"
+    assert committed % batch == 0  # whole chunks only
+    assert prediction_count(kv) == committed
+
+    status, summary = batch_score(capsys, *args)
+
+    assert status == 0
+    assert summary["snapshot"] == "index"
+    assert (summary["skipped"], summary["scored"]) == (committed, n - committed)
+    assert summary["job"] == {"scored": n, "invalid": 0, "stale": 0, "failed": 0}
+    assert prediction_count(kv) == n
+    assert all(r is not None for r in stored_predictions(kv, ids))
+
+
+@pytest.fixture
+def rejecting_spec(tmp_path: Path, stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The demo spec with ``feature_freshness: {max_age_s: 1 day, on_violation: reject}``."""
+    text = SPEC_PATH.read_text()
+    assert "max_age_s: 604800" in text
+    assert "on_violation: flag" in text
+    spec = tmp_path / "models.yaml"
+    spec.write_text(
+        text.replace("max_age_s: 604800", "max_age_s: 86400").replace(
+            "on_violation: flag", "on_violation: reject"
+        )
+    )
+    monkeypatch.setenv("GATEWAY_SPEC_PATH", str(spec))
+    return spec
+
+
+def test_freshness_reject_leaves_old_features_unscored_and_counts_them_apart(
+    rejecting_spec: Path,
+    kv: redis.Redis,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    now = time.time()
+    fresh, old = cards(300, seed=11, prefix="card-f"), cards(40, seed=12, prefix="card-o")
+    load_feature_store(kv, fresh, now - 3600)
+    load_feature_store(kv, old, now - 2 * 86_400)
+    kv.hset("gw:f:card:card-no-ts", mapping={"amount": "5"})  # unknown age: never too old
+    fresh_ids = [*fresh.column("card_id").to_pylist(), "card-no-ts"]
+
+    status, summary = batch_score(capsys, "--source", "feature-store", "--batch-size", "64")
+
+    assert status == 0  # a policy outcome, not a failure to retry
+    assert (summary["scored"], summary["stale"], summary["invalid"]) == (301, 40, 0)
+    assert summary["job"] == {"scored": 301, "invalid": 0, "stale": 40, "failed": 0}
+    assert scored_ids(kv) == set(fresh_ids)
+    status, again = batch_score(capsys, "--source", "feature-store", "--batch-size", "64")
+    assert (status, again["outcome"], again["skipped"]) == (0, "nothing-to-do", 341)
+
+    # a file's event_time is its rows' as-of time: the same rule
+    path = tmp_path / "cards.parquet"
+    times = np.where(np.arange(100) < 10, now - 3 * 86_400, now - 60)
+    rows = cards(100, seed=13, prefix="card-p").append_column("event_time", pa.array(times))
+    pq.write_table(rows, path)
+    status, from_file = batch_score(capsys, "--source", str(path))
+    assert (status, from_file["scored"], from_file["stale"]) == (0, 90, 10)
+
+
+def test_freshness_flag_scores_old_features_as_usual(
+    stack: dict[str, str], kv: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_at = time.time() - 30 * 86_400  # older than the demo spec's week, which only flags
+    table = cards(50, seed=14)
+    times = load_feature_store(kv, table, old_at)
+
+    status, summary = batch_score(capsys, "--source", "feature-store")
+
+    assert status == 0
+    assert (summary["scored"], summary["stale"]) == (50, 0)
+    records = stored_predictions(kv, table.column("card_id").to_pylist())
+    assert [r["f"] for r in records] == times  # written as usual, with their old as-of time

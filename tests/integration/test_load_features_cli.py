@@ -35,6 +35,9 @@ def test_loads_the_demo_data_set(redis_server: RedisServer, kv: redis.Redis) -> 
     line = next(x for x in DEMO_FEATURES.read_text().splitlines() if x.startswith("card-000042,"))
     header = DEMO_FEATURES.read_text().splitlines()[0].split(",")
     assert float(stored[b"amount"]) == pytest.approx(float(line.split(",")[header.index("amount")]))
+    # every loaded entity is in the namespace's id index (written in the same script call)
+    ids = [row.split(",", 1)[0] for row in DEMO_FEATURES.read_text().splitlines()[1:]]
+    assert None not in kv.zmscore("gw:fi:card", ids)
 
 
 def test_bad_file_is_rejected_and_writes_nothing(
@@ -50,6 +53,7 @@ def test_bad_file_is_rejected_and_writes_nothing(
     assert "row 2, column 'hour_of_day'" in result.stderr
     assert "nothing was written" in result.stderr
     assert kv.exists(f"gw:f:card:{first}") == 0
+    assert kv.zscore("gw:fi:card", first) is None
 
 
 def test_unknown_column_is_rejected(tmp_path: Path, redis_server: RedisServer) -> None:

@@ -138,7 +138,7 @@ def test_summary_json_is_machine_readable() -> None:
     body = orjson.loads(orjson.dumps(summary().as_dict()))
     assert body["scored"] == 600
     assert body["skipped"] == 398
-    assert body["job"] == {"scored": 998, "invalid": 2, "failed": 0}
+    assert body["job"] == {"scored": 998, "invalid": 2, "stale": 0, "failed": 0}
     assert body["rate_per_s"] == 301.0
     assert body["failures"] == [{"entity": "card-7", "reason": "amount must be finite"}]
 
@@ -151,6 +151,8 @@ def test_summary_json_is_machine_readable() -> None:
         ({}, 1),  # invalid rows are failures
         ({"job_invalid": 0, "job_failed": 1024}, 1),
         ({"job_invalid": 0, "outcome": "interrupted"}, 1),
+        # too old for the freshness policy: a policy outcome, not a failure
+        ({"job_invalid": 0, "invalid": 0, "failures": [], "stale": 5, "job_stale": 5}, 0),
     ],
 )
 def test_exit_status_is_zero_only_when_every_entity_is_scored(
@@ -162,3 +164,20 @@ def test_exit_status_is_zero_only_when_every_entity_is_scored(
 def test_nothing_to_do_says_so() -> None:
     text = summary(outcome="nothing-to-do", scored=0, job_invalid=0, failures=[]).text()
     assert "nothing left to do" in text
+
+
+def test_stale_entities_are_their_own_outcome_in_text_and_json() -> None:
+    stale = summary(scored=590, stale=10, job_stale=10)
+    text = stale.text()
+    assert "stale               10  this run, not scored: features older than" in text
+    assert "job total: 998 scored, 2 invalid, 10 stale, 0 failed (to retry)" in text
+    body = stale.as_dict()
+    assert body["stale"] == 10
+    assert body["job"]["stale"] == 10
+    assert "stale" not in summary().text()  # only shown when there are any
+
+
+def test_a_scan_snapshot_suggests_building_the_index() -> None:
+    assert "reindex-features" in summary(snapshot="scan").text()
+    assert "reindex-features" not in summary(snapshot="index").text()
+    assert summary(snapshot="index").as_dict()["snapshot"] == "index"

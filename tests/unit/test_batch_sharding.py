@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gateway.batch.sharding import ALL, Shard, parse_shard, shard_mask, shard_of
+from gateway.batch.sharding import ALL, Shard, owned, parse_shard, shard_mask, shard_of
 
 IDS = [f"card-{i:06d}" for i in range(1, 5001)]
 
@@ -47,3 +47,11 @@ def test_shard_mask_agrees_with_owns_and_is_balanced() -> None:
 def test_missing_id_belongs_to_shard_zero_so_it_is_reported_once() -> None:
     assert shard_mask([None, ""], Shard(0, 3)).tolist() == [True, True]
     assert shard_mask([None], Shard(1, 3)).tolist() == [False]
+
+
+@pytest.mark.parametrize("shard", [ALL, Shard(0, 3), Shard(2, 3)])
+def test_owned_raw_ids_are_the_shard_mask_of_their_text(shard: Shard) -> None:
+    ids = [*IDS[:500], "kärtchen-1"]
+    raw = [i.encode() for i in ids]
+    mask = shard_mask(ids, shard)
+    assert owned(raw, shard) == [r for r, own in zip(raw, mask, strict=True) if own]
