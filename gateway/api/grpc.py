@@ -24,6 +24,7 @@ from gateway.errors import GatewayError, InferenceTimeout
 from gateway.service import PredictionService, PredictOutcome
 from gateway.telemetry import tracing
 from gateway.telemetry.context import bind_request_id
+from gateway.telemetry.grpc import RefusalCounter
 from gateway.v1._generated import gateway_pb2 as pb
 from gateway.v1._generated import gateway_pb2_grpc as pb_grpc
 from gateway.validation import parse_predict_body, request_budget, request_id_or_new
@@ -198,13 +199,14 @@ async def serve_grpc(
     ``interceptors`` run inside the error interceptor (their GatewayErrors are mapped too).
     """
     server = grpc.aio.server(
-        interceptors=[GatewayErrorInterceptor(), *interceptors],
+        interceptors=[RefusalCounter(SERVICE_NAME), GatewayErrorInterceptor(), *interceptors],
         options=[
             ("grpc.so_reuseport", 1),
             ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
             ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
         ],
-        # Beyond this many in-flight calls new ones get RESOURCE_EXHAUSTED instead of queueing.
+        # Beyond this many in-flight calls new ones get RESOURCE_EXHAUSTED instead of queueing
+        # (counted as shed by RefusalCounter).
         maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs,
     )
     _add_gateway_servicer(GatewayServicer(service), server)

@@ -2,18 +2,39 @@
 
 Names follow the gateway's conventions (``gateway_`` prefix, ``_seconds``, ``_total``). The
 worker serves them with ``prometheus_client.start_http_server`` on ``metrics_port``, together
-with the process-wide registry where ``gateway.telemetry`` records every Triton and Redis call
-(``gateway_triton_request_duration_seconds``, ``gateway_redis_request_duration_seconds``).
+with the Triton and Redis call histograms that ``gateway.telemetry`` records in the
+process-wide registry (``gateway_triton_request_duration_seconds``,
+``gateway_redis_request_duration_seconds``) and the process collectors. The gateway's API
+metrics live in that registry too but are left out: a worker serves no API, and its zero
+in-flight and shed series would pass it off as a gateway to dashboards and alerts.
 Events/s is ``rate(gateway_stream_events_total[1m])``.
+
+Every labelled series an alert or panel reads exists at 0 from the start: a counter that
+appears only with its first increment is invisible to ``increase()``, so the first dead letter
+would not alert.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import get_args
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+from gateway.stream.events import PoisonKind
+
+EVENT_OUTCOMES = ("scored", "duplicate", "dead_lettered")
+DEAD_LETTER_KINDS = get_args(PoisonKind)
+BATCH_REASONS = ("size", "time", "window", "stop", "recover", "reclaim")
+"""Why a batch closed: ``size`` / ``time`` thresholds, ``window`` (in-flight window full),
+``stop`` (shutting down), ``recover`` (own pending entries after a restart), ``reclaim``
+(entries of a worker presumed dead)."""
+SHARED_FAMILIES = frozenset(
+    {"gateway_triton_request_duration_seconds", "gateway_redis_request_duration_seconds"}
+)
+"""Families of the process-wide registry a worker exposes; any other ``gateway_*`` is the API's."""
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 WAIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -36,7 +57,8 @@ class StreamMetrics:
         self.dead_letters = Counter(
             "gateway_stream_dead_letters_total",
             "Events moved to the dead-letter stream, by kind: invalid (cannot be parsed or "
-            "validated), attempts (kept failing for max_attempts deliveries).",
+            "validated), attempts (kept failing for max_attempts deliveries), failed (scoring "
+            "rejected it).",
             ["kind"],
             registry=r,
         )
@@ -55,7 +77,7 @@ class StreamMetrics:
         self.batch_close = Counter(
             "gateway_stream_batches_total",
             "Micro-batches closed, by reason: size, time, window (in-flight window full), "
-            "stop, reclaim.",
+            "stop, recover (own pending entries after a restart), reclaim.",
             ["reason"],
             registry=r,
         )
@@ -113,19 +135,28 @@ class StreamMetrics:
             "Entries whose processing failed for another reason; left pending for redelivery.",
             registry=r,
         )
+        for outcome in EVENT_OUTCOMES:
+            self.events.labels(outcome)
+        for kind in DEAD_LETTER_KINDS:
+            self.dead_letters.labels(kind)
+        for reason in BATCH_REASONS:
+            self.batch_close.labels(reason)
 
 
 class Exposition(Collector):
-    """Several registries served as one ``/metrics`` answer."""
+    """The worker's registry and, of the process-wide one, all but the gateway's API metrics."""
 
-    def __init__(self, *registries: CollectorRegistry) -> None:
-        self._registries = registries
+    def __init__(self, own: CollectorRegistry, shared: CollectorRegistry) -> None:
+        self._own = own
+        self._shared = shared
 
     def collect(self) -> Iterable[Metric]:
-        for registry in self._registries:
-            yield from registry.collect()
+        yield from self._own.collect()
+        for metric in self._shared.collect():
+            if not metric.name.startswith("gateway_") or metric.name in SHARED_FAMILIES:
+                yield metric
 
 
 def exposition(metrics: StreamMetrics) -> Exposition:
-    """The worker's own metrics plus the process-wide registry (Triton and Redis calls)."""
+    """The worker's own metrics plus Triton and Redis calls and the process collectors."""
     return Exposition(metrics.registry, REGISTRY)

@@ -1,15 +1,21 @@
 """gRPC telemetry: the REST middleware's twin, as a server interceptor.
 
-It runs inside ``GatewayErrorInterceptor`` and outside the guard, so it sees every
-``GatewayError`` (shed, auth, validation, dependencies) as the exception it is, before the
-error interceptor turns it into a status. Same metrics (``transport="grpc"``, route = the
-full method name), same span shape, same log lines. Health and reflection are not wrapped.
+:class:`TelemetryInterceptor` runs inside ``GatewayErrorInterceptor`` and outside the guard,
+so it sees every ``GatewayError`` (shed, auth, validation, dependencies) as the exception it
+is, before the error interceptor turns it into a status. Same metrics (``transport="grpc"``,
+route = the full method name), same span shape, same log lines. Health and reflection are not
+wrapped.
+
+:class:`RefusalCounter`, the outermost interceptor, counts the calls grpc itself refuses at
+``maximum_concurrent_rpcs``, which never reach any of the gateway's code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
@@ -107,3 +113,78 @@ def _annotate(
         server_span.set_attribute("error.type", error_type)
     if outcome in metrics.SERVER_FAILURES:
         server_span.set_status(StatusCode.ERROR)
+
+
+class _Admission:
+    """One call's note: was its request read? Unread when its task ends = refused."""
+
+    __slots__ = ("method", "read", "started")
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.started = time.perf_counter()
+        self.read = False
+
+    def done(self, _task: object) -> None:
+        if not self.read:
+            metrics.observe_request(
+                "grpc", self.method, "", "shed", time.perf_counter() - self.started, "Overloaded"
+            )
+
+
+_admission: ContextVar[_Admission | None] = ContextVar("gateway_grpc_admission", default=None)
+
+
+class RefusalCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+    """Counts calls refused by grpc's ``maximum_concurrent_rpcs`` as shed (``Overloaded``).
+
+    grpc.aio decides the refusal when a call arrives but applies it only after resolving the
+    call's handler through the interceptors; it then answers RESOURCE_EXHAUSTED ("Concurrent
+    RPC limit exceeded!") without reading the request, and reports it nowhere. So this
+    interceptor (the outermost: the only one grpc asks on every call once the others have
+    cached their handlers) notes each Gateway call in its task and counts it when the task ends
+    without the request having been deserialized. The same holds for a call whose client went
+    away between its headers and its message: rare, and also a request never served. Counted
+    with ``model=""`` (the request was never read); health and reflection calls are not.
+    """
+
+    def __init__(self, service_name: str) -> None:
+        self._prefix = f"/{service_name}/"
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = await continuation(handler_call_details)
+            if (
+                handler is None
+                or handler.unary_unary is None
+                or not method.startswith(self._prefix)
+            ):
+                return handler
+            handler = self._handlers[method] = grpc.unary_unary_rpc_method_handler(
+                handler.unary_unary,
+                request_deserializer=_noting_read(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        task = asyncio.current_task()
+        if task is not None:  # the call's own task: the deserializer runs in it too
+            admission = _Admission(method)
+            _admission.set(admission)
+            task.add_done_callback(admission.done)
+        return handler
+
+
+def _noting_read(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        admission = _admission.get()
+        if admission is not None:
+            admission.read = True
+        return raw if deserializer is None else deserializer(raw)
+
+    return deserialize

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from fastapi import FastAPI, Request, Response
 from opentelemetry.trace import Span, StatusCode
@@ -32,6 +32,11 @@ UNTRACKED_PATHS = frozenset(
 _MODEL_PREFIX = "/v1/models/"
 _PROBLEM_PREFIX = b'{"type":"urn:gateway:error:'
 _MAX_CACHED_PATHS = 512
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"}
+)
+"""Methods a route label may carry; any other becomes ``_OTHER`` (as OpenTelemetry's HTTP
+conventions do), so the label set stays closed whatever the HTTP parser accepts."""
 
 
 class _Answer:
@@ -150,23 +155,28 @@ class TelemetryMiddleware:
 
     def _route(self, scope: Scope) -> str:
         method: str = scope["method"]
+        if method not in _METHODS:
+            method = "_OTHER"
         path = getattr(scope.get("route"), "path", None)
         if path is None:
             key = (method, scope["path"])
             label = self._matched.get(key)
             if label is None:
-                label = self._match(scope)
+                label = self._match(scope, method)
                 if len(self._matched) < _MAX_CACHED_PATHS:
                     self._matched[key] = label
             return label
         return f"{method} {path}"
 
-    def _match(self, scope: Scope) -> str:
-        for route in self._routes:
-            match, _ = route.matches(scope)
-            path = getattr(route, "path", None)
-            if match is not Match.NONE and path is not None:
-                return f"{scope['method']} {path}"
+    def _match(self, scope: Scope, method: str) -> str:
+        path: str = scope["path"]
+        for prefix, route in _flat_routes(self._routes):
+            if not path.startswith(prefix):
+                continue
+            match, _ = route.matches({**scope, "path": path[len(prefix) :]} if prefix else scope)
+            template = getattr(route, "path", None)
+            if match is not Match.NONE and template is not None:
+                return f"{method} {prefix}{template}"
         return metrics.UNMATCHED
 
     def _model(self, path: str) -> str:
@@ -176,6 +186,18 @@ class TelemetryMiddleware:
         if not name:
             return ""
         return name if name in self._models else metrics.UNKNOWN_MODEL
+
+
+def _flat_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """``(prefix, route)`` for every route, those of included routers too: FastAPI (0.16x)
+    keeps an included router whole, as one route without a path template of its own."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is None:
+            yield prefix, route
+        else:
+            local_prefix = getattr(getattr(route, "include_context", None), "prefix", "")
+            yield from _flat_routes(included.routes, prefix + local_prefix)
 
 
 def _problem_type(body: bytes) -> str | None:

@@ -89,7 +89,8 @@ IN_FLIGHT = Gauge(
 )
 SHED = Counter(
     "gateway_shed_requests",
-    "API requests refused at once because the process was at its in-flight bound.",
+    "API requests refused at once because the process was at its in-flight bound (or, for "
+    "gRPC, at grpc_max_concurrent_rpcs).",
     ["transport"],
 )
 ERRORS = Counter(

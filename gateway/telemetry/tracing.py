@@ -14,6 +14,11 @@ Configuration is the SDK's own environment variables:
 When off, :data:`enabled` is False and every helper here returns at its first line: the hot
 path pays a module-attribute read per span site and never builds attributes.
 
+When on, a request the sampler drops pays for the SDK's sampling decision (its root span) and
+little else: the caller's headers are parsed only when they carry a propagation field, and the
+unsampled span is not made current, so every child span site finds no sampled span and
+returns at once.
+
 The gateway keeps its provider to itself (it does not set the global one), so tests can
 install an SDK provider with an in-memory exporter per app and nothing leaks between them.
 
@@ -48,6 +53,9 @@ enabled: bool = False
 """True while a tracer provider is installed; read before any tracing work."""
 _tracer: trace.Tracer = trace.NoOpTracer()
 _w3c = TraceContextTextMapPropagator()
+_propagation_keys: frozenset[str | bytes] = frozenset()
+"""Header / metadata names the configured propagators read (``traceparent``, ``baggage``…),
+as str (gRPC metadata) and bytes (ASGI headers)."""
 
 
 class _NoSpan:
@@ -97,8 +105,10 @@ def provider_from_env() -> TracerProvider | None:
 
 
 def install(provider: trace.TracerProvider) -> None:
-    global enabled, _tracer
+    global enabled, _tracer, _propagation_keys
     _tracer = provider.get_tracer(INSTRUMENTATION_NAME)
+    fields = propagate.get_global_textmap().fields  # OTEL_PROPAGATORS
+    _propagation_keys = frozenset(fields) | frozenset(f.encode("latin-1") for f in fields)
     enabled = True
 
 
@@ -141,7 +151,12 @@ def in_sampled_trace() -> bool:
     anyway. The sampled flag (not ``is_recording``) is checked, so work a sampled request
     started and that outlives its root span (the cache write-back) is still traced.
     """
-    return enabled and trace.get_current_span().get_span_context().trace_flags.sampled
+    if not enabled:
+        return False
+    current = otel_context.get_current()
+    if not current:  # nothing attached, as for every unsampled request: no span to look up
+        return False
+    return trace.get_current_span(current).get_span_context().trace_flags.sampled
 
 
 def span(
@@ -163,22 +178,33 @@ def call(name: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
 
 def start_server_span(
     name: str,
-    carrier: Any,
+    carrier: Iterable[tuple[Any, Any]],
     getter: Getter[Any],
     attributes: dict[str, Any],
-) -> tuple[trace.Span, object]:
-    """Start a request's SERVER span under the caller's context; returns (span, token)."""
-    parent = propagate.extract(carrier, getter=getter)
+) -> tuple[trace.Span, object | None]:
+    """Start a request's SERVER span under the caller's context; returns (span, token).
+
+    Only a sampled span is made current (``token`` is None otherwise): below an unsampled one
+    no span is made anyway, and attaching it would only cost the context switch. The span is
+    still returned, so log lines carry its trace id.
+    """
+    parent = None  # nothing from the caller: the request's (empty) context, a new trace
+    for key, _ in carrier:
+        if key in _propagation_keys:
+            parent = propagate.extract(carrier, getter=getter)
+            break
     server_span = _tracer.start_span(
         name, context=parent, kind=SpanKind.SERVER, attributes=attributes
     )
-    token = otel_context.attach(trace.set_span_in_context(server_span, parent))
-    return server_span, token
+    if not server_span.get_span_context().trace_flags.sampled:
+        return server_span, None
+    return server_span, otel_context.attach(trace.set_span_in_context(server_span, parent))
 
 
-def end_server_span(server_span: trace.Span, token: object) -> None:
+def end_server_span(server_span: trace.Span, token: object | None) -> None:
     server_span.end()
-    otel_context.detach(token)  # type: ignore[arg-type]
+    if token is not None:
+        otel_context.detach(token)  # type: ignore[arg-type]
 
 
 def triton_headers() -> dict[str, str] | None:

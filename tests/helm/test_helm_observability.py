@@ -25,6 +25,10 @@ REQUIRED_ALERTS = {
     "GatewayCacheHitRatioDrop",
     "GatewayErrorRatioHigh",
     "TritonQueueTimeHigh",
+    "GatewayShedding",
+    "GatewayStreamLagHigh",
+    "GatewayStreamDeadLetters",
+    "GatewayStreamEventsLost",
 }
 
 
@@ -101,6 +105,13 @@ def test_dashboard_queries_parse_and_cover_the_gateway_and_triton() -> None:
         "nv_inference_request_success",
     }
     assert len({n for n in names if n.startswith("gateway_")}) >= 9
+    assert {n for n in names if n.startswith("gateway_stream_")} >= {
+        "gateway_stream_events_total",
+        "gateway_stream_consumer_lag",
+        "gateway_stream_dead_letters_total",
+        "gateway_stream_batch_size_bucket",
+        "gateway_stream_event_to_prediction_seconds_bucket",
+    }
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
 

@@ -4,7 +4,8 @@ Tracing needs the app in-process (the SDK's in-memory exporter is read back here
 ``create_app`` served by an in-process uvicorn on a free port, against the session's Redis
 and a second real tritonserver started with OpenTelemetry tracing that exports to a local
 OTLP/HTTP sink. Metrics are scraped from the real ``python -m gateway serve`` processes
-(one worker from the session fixture, two workers in multiprocess mode here).
+(one worker from the session fixture, two workers in multiprocess mode here), and from a real
+``python -m gateway stream-worker`` on its metrics port.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pytest_asyncio
 import redis
 import uvicorn
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -41,10 +43,12 @@ from devstack.redis_server import RedisServer
 from gateway.app import create_app
 from gateway.config import AuthSettings, RedisSettings, Settings, TritonSettings
 from gateway.logs import JsonFormatter
+from gateway.stream.events import encode_event
 from gateway.v1._generated import gateway_pb2 as pb
 from gateway.v1._generated import gateway_pb2_grpc as pb_grpc
 from tests.integration.conftest import MODEL_REPOSITORY, SPEC_PATH, wait_until
 from tests.integration.helpers import TYPICAL, put_features
+from tests.integration.test_stream_worker import Lane, WorkerProcess
 from triton_launcher.launcher import TritonServer
 from triton_launcher.ports import free_port
 
@@ -474,14 +478,70 @@ def test_metrics_endpoint_is_open_without_an_api_key(gateway: GatewayProcess) ->
     assert "gateway_request_duration_seconds" in response.text
 
 
+_SAMPLE_SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum")}
+
+
+def test_grpc_calls_refused_at_max_concurrent_rpcs_are_counted_as_shed(
+    redis_server: RedisServer, triton_server: TritonServer
+) -> None:
+    with GatewayProcess(
+        spec_path=SPEC_PATH,
+        redis_url=redis_server.url,
+        triton_url=triton_server.grpc_url,
+        auth=False,
+        env={"GATEWAY_GRPC_MAX_CONCURRENT_RPCS": "1"},
+    ) as process:
+        route = {"transport": "grpc", "route": "/gateway.v1.Gateway/Predict"}
+        request = pb.PredictRequest(model="fraud_scorer", entity_id="card-000001", features=AMOUNT)
+
+        async def calls() -> tuple[grpc.StatusCode, str, Samples, Samples]:
+            async with grpc.aio.insecure_channel(process.grpc_target) as channel:
+                predict = pb_grpc.GatewayStub(channel).Predict
+                before = scrape(process.url)
+                await predict(request, timeout=10)  # admitted: not counted as shed
+                # A health watch is a call that stays open: it holds the only slot.
+                watch = health_pb2_grpc.HealthStub(channel).Watch(
+                    health_pb2.HealthCheckRequest(service="")
+                )
+                await watch.read()
+                try:
+                    await predict(request, timeout=10)
+                    raise AssertionError("a second call was admitted past the limit")
+                except grpc.aio.AioRpcError as error:
+                    refused = (error.code(), error.details() or "")
+                finally:
+                    watch.cancel()
+                after = scrape(process.url)
+                return *refused, before, after
+
+        code, details, before, after = asyncio.run(calls())
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "Concurrent RPC limit" in details  # grpc's own refusal, not the guard's
+
+        def delta(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        assert delta("gateway_shed_requests_total", transport="grpc") == 1
+        shed = delta("gateway_request_duration_seconds_count", **route, model="", outcome="shed")
+        assert shed == 1
+        assert delta("gateway_errors_total", transport="grpc", error_type="Overloaded") == 1
+        ok = {**route, "model": "fraud_scorer", "outcome": "ok"}
+        assert delta("gateway_request_duration_seconds_count", **ok) == 1
+
+
 def exposed_names(url: str) -> set[str]:
-    """Sample names exactly as a scrape shows them (the parser would rename counters)."""
+    """Sample names exactly as a scrape shows them (the parser would rename counters), plus
+    those of declared families that have no labelled series yet (a retry counter before the
+    first retry)."""
     text = httpx.get(url, timeout=5).text
-    return {
-        line.split("{", 1)[0].split(" ", 1)[0]
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
+    names = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            names.update(name + suffix for suffix in _SAMPLE_SUFFIXES.get(kind, ("",)))
+        elif line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
 
 
 def _names_in(expression: str) -> set[str]:
@@ -498,12 +558,56 @@ def _names_in(expression: str) -> set[str]:
     return names
 
 
+@pytest.fixture(scope="module")
+def stream_worker(
+    redis_server: RedisServer, triton_server: TritonServer
+) -> Iterator[WorkerProcess]:
+    """A real stream worker that scored a few events and dead-lettered one."""
+    lane = Lane.new()
+    worker = WorkerProcess(redis_server.url, triton_server.grpc_url, lane, "obs-w1").start()
+    kv = redis.Redis.from_url(redis_server.url)
+    try:
+        for i in range(5):
+            kv.xadd(lane.stream, encode_event("fraud_scorer", f"obs-s-{i}", features=AMOUNT))
+        kv.xadd(lane.stream, {"model": "fraud_scorer", "entity_id": "x", "features": "{bad"})
+        wait_until(lambda: kv.xlen(lane.output) >= 5 and kv.xlen(lane.dead) >= 1, timeout_s=30)
+        yield worker
+    finally:
+        kv.close()
+        assert worker.stop() == 0, worker.log
+
+
+def test_stream_worker_serves_its_metrics_and_not_the_apis(stream_worker: WorkerProcess) -> None:
+    url = f"http://127.0.0.1:{stream_worker.metrics_port}/metrics"
+    response = httpx.get(url, timeout=5)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = scrape(url.removesuffix("/metrics"))
+    assert value(samples, "gateway_stream_events_total", outcome="scored") >= 5
+    assert value(samples, "gateway_stream_dead_letters_total", kind="invalid") == 1
+    # Series alerts rely on exist at 0 before their first event.
+    assert ("gateway_stream_dead_letters_total", (("kind", "attempts"),)) in samples
+    assert ("gateway_stream_trimmed_unprocessed_total", ()) in samples
+    triton = {"model": "fraud_scorer", "outcome": "ok"}
+    assert value(samples, "gateway_triton_request_duration_seconds_count", **triton) >= 1
+    lookup = {"operation": "lookup", "outcome": "ok"}
+    assert value(samples, "gateway_redis_request_duration_seconds_count", **lookup) >= 1
+    # A worker serves no API: no request, in-flight or shed series that would pass it off as
+    # a gateway to the dashboard's job picker and the shedding alert.
+    api = {name for name, _ in samples if name.startswith(("gateway_request", "gateway_shed"))}
+    assert not api, api
+
+
 def test_dashboard_and_alert_rules_use_only_metrics_that_exist(
-    gateway: GatewayProcess, triton_server: TritonServer, kv: redis.Redis
+    gateway: GatewayProcess,
+    triton_server: TritonServer,
+    kv: redis.Redis,
+    stream_worker: WorkerProcess,
 ) -> None:
     drive_traffic(gateway, kv)
     exported = exposed_names(f"{gateway.url}/metrics")
     triton_exported = exposed_names(triton_server.metrics_url)
+    stream_exported = exposed_names(f"http://127.0.0.1:{stream_worker.metrics_port}/metrics")
     rules = yaml.safe_load(RULES.read_text())
     recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
     recorded.add("triton:queue_time_us_per_request:ratio_rate")  # the chart's own rule
@@ -516,13 +620,13 @@ def test_dashboard_and_alert_rules_use_only_metrics_that_exist(
         name
         for name in used
         if not (
-            name in exported
+            (name in stream_exported if name.startswith("gateway_stream_") else name in exported)
             or name in triton_exported
             or name in TRITON_GPU_METRICS
             or name in recorded
         )
     }
-    assert not unknown, f"not exported by the gateway or Triton: {sorted(unknown)}"
+    assert not unknown, f"not exported by the gateway, the stream worker or Triton: {unknown}"
     assert {n for n in used if n.startswith("gateway_")} >= {
         "gateway_request_duration_seconds_bucket",
         "gateway_predictions_total",
@@ -531,6 +635,9 @@ def test_dashboard_and_alert_rules_use_only_metrics_that_exist(
         "gateway_requests_in_flight",
         "gateway_shed_requests_total",
         "gateway_errors_total",
+        "gateway_stream_consumer_lag",
+        "gateway_stream_dead_letters_total",
+        "gateway_stream_trimmed_unprocessed_total",
     }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from prometheus_client import REGISTRY
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -106,6 +106,46 @@ async def test_routes_models_and_outcomes_are_labelled() -> None:
     errors = {"transport": "http", "error_type": "ModelNotFound"}
     assert (REGISTRY.get_sample_value("gateway_errors_total", errors) or 0) >= 1
     assert "card-000042" not in (await _metrics_text(app))
+
+
+async def test_answers_before_routing_get_the_template_of_an_included_route() -> None:
+    # FastAPI keeps an included router whole (one route without a template of its own): a
+    # request the guard sheds before routing must still get its route's template.
+    inner = APIRouter()
+
+    @inner.get("/{thing}")
+    async def never(thing: str) -> None:  # pragma: no cover - the stand-in guard answers first
+        raise AssertionError
+
+    outer = APIRouter()
+    outer.include_router(inner, prefix="/things")
+    app = FastAPI()
+    app.include_router(outer, prefix="/shed")
+    app.add_middleware(ShedEverything)
+    install_telemetry(app, MODELS, slow_request_s=10.0)
+    shed = {
+        "transport": "http",
+        "route": "GET /shed/things/{thing}",
+        "model": "",
+        "outcome": "shed",
+    }
+    before = count(**shed)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as client:
+        assert (await client.get("/shed/things/card-000042")).status_code == 503
+    assert count(**shed) == before + 1
+
+
+async def test_an_unusual_method_is_labelled_other() -> None:
+    app = make_app()
+    other = {"transport": "http", "route": "_OTHER /v1/models/{model}/predict", "model": "unknown"}
+    before = count(**other, outcome="client_error")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://unit") as client:
+        response = await client.request("PROPFIND", "/v1/models/card-000042/predict")
+    assert response.status_code == 405
+    assert count(**other, outcome="client_error") == before + 1
+    assert "PROPFIND" not in (await _metrics_text(app))
 
 
 async def _metrics_text(app: FastAPI) -> str:

@@ -194,3 +194,54 @@ def test_redis_spans_are_named_by_operation(exporter: InMemorySpanExporter) -> N
     assert spans[1].attributes is not None
     assert spans[1].attributes["gateway.entities"] == 3
     assert spans[1].attributes["db.system.name"] == "redis"
+
+
+CALLER_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _caller(flags: str) -> list[tuple[bytes, bytes]]:
+    traceparent = f"00-{CALLER_TRACE_ID}-00f067aa0ba902b7-{flags}"
+    return [(b"host", b"gateway"), (b"traceparent", traceparent.encode())]
+
+
+def test_an_unsampled_request_span_is_not_made_current_but_keeps_its_trace_id() -> None:
+    provider = TracerProvider()  # parentbased_always_on: the caller's flag decides
+    with tracing.session(provider):
+        span, token = tracing.start_server_span("POST", _caller("00"), tracing.ASGI_GETTER, {})
+        try:
+            assert token is None  # nothing attached: every span site returns at once
+            assert trace.get_current_span() is trace.INVALID_SPAN
+            assert not tracing.in_sampled_trace()
+            assert tracing.span("child") is tracing.NO_SPAN
+            # Log lines still carry the caller's trace id, read from the span.
+            assert format(span.get_span_context().trace_id, "032x") == CALLER_TRACE_ID
+        finally:
+            tracing.end_server_span(span, token)
+    provider.shutdown()
+
+
+def test_a_sampled_request_span_is_current_and_continues_the_callers_trace(
+    exporter: InMemorySpanExporter,
+) -> None:
+    span, token = tracing.start_server_span("POST", _caller("01"), tracing.ASGI_GETTER, {})
+    try:
+        assert token is not None
+        assert trace.get_current_span() is span
+        assert tracing.in_sampled_trace()
+    finally:
+        tracing.end_server_span(span, token)
+    assert trace.get_current_span() is trace.INVALID_SPAN  # detached again
+    (finished,) = exporter.get_finished_spans()
+    assert format(finished.context.trace_id, "032x") == CALLER_TRACE_ID
+    assert finished.parent is not None
+    assert finished.parent.span_id == 0x00F067AA0BA902B7
+
+
+def test_a_request_without_trace_headers_starts_a_new_trace(
+    exporter: InMemorySpanExporter,
+) -> None:
+    headers = [(b"host", b"gateway"), (b"content-type", b"application/json")]
+    span, token = tracing.start_server_span("POST", headers, tracing.ASGI_GETTER, {})
+    tracing.end_server_span(span, token)
+    (finished,) = exporter.get_finished_spans()
+    assert finished.parent is None
