@@ -7,9 +7,10 @@ key schedules a flush with ``call_soon``, which runs after every callback alread
 iteration: requests that are ready together are served together, and a lone request waits for
 nothing but the rest of the current iteration (no timer, no added latency to speak of).
 
-The combined call runs as its own task (in the context of the first submitter, so its spans
-join that request's trace), so a caller that gives up (deadline, disconnect) cancels only its
-own wait, never the call the others share.
+The combined call runs as its own task, so a caller that gives up (deadline, disconnect)
+cancels only its own wait, never the call the others share. Its spans would land in the first
+submitter's trace only, so a sampled request (tracing on) is not batched: it gets calls of its
+own and a complete trace, including the ``traceparent`` sent to Triton (service.py).
 """
 
 from __future__ import annotations
@@ -39,15 +40,18 @@ class TickBatcher(Generic[K, P, R]):
         self._pending: dict[K, list[tuple[P, asyncio.Future[R]]]] = {}
         self._calls: set[asyncio.Task[list[R]]] = set()
 
-    async def submit(self, key: K, part: P) -> R:
-        return await self.post(key, part)
+    async def submit(self, key: K, part: P, *, alone: bool = False) -> R:
+        return await self.post(key, part, alone=alone)
 
-    def post(self, key: K, part: P) -> asyncio.Future[R]:
+    def post(self, key: K, part: P, *, alone: bool = False) -> asyncio.Future[R]:
         """The part's result, as a future: callers that must not cancel it (it may be shared
         further) shield it, fire-and-forget callers add a done callback. No task is created:
-        at tens of thousands of requests a second, a task per request is a visible cost."""
+        at tens of thousands of requests a second, a task per request is a visible cost.
+
+        ``alone``: this part gets a call of its own, made at once in the caller's context
+        (a sampled request, so that its trace holds its own Redis and Triton spans)."""
         loop = asyncio.get_running_loop()
-        if not self._enabled:
+        if alone or not self._enabled:
             return loop.create_task(self._run_one(key, part))
         future: asyncio.Future[R] = loop.create_future()
         pending = self._pending.get(key)

@@ -46,6 +46,7 @@ from gateway.features import FeatureUpdate, FeatureWriteReport
 from gateway.microbatch import TickBatcher
 from gateway.spec import ModelSpec
 from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
+from gateway.telemetry import tracing
 from gateway.telemetry.metrics import observe_predictions
 from gateway.tensor import build_rows
 from gateway.triton import TritonClient
@@ -109,7 +110,8 @@ class PredictionService:
         self._clock = clock
         self._flight: SingleFlight[tuple[_Scores, str]] = SingleFlight()
         # Requests ready in the same event-loop iteration share one Redis pipeline and one
-        # Triton call per model (docs/benchmark.md: what this buys).
+        # Triton call per model (docs/measurements.md: what this buys); sampled requests
+        # (tracing) get their own calls, so their traces hold every span.
         self._lookups: TickBatcher[_ModelKey, _LookupPart, list[EntityRecord]] = TickBatcher(
             self._lookup_many,
             cancelled=lambda: FeatureStoreUnavailable("feature lookup cancelled"),
@@ -173,7 +175,9 @@ class PredictionService:
         degraded = False
         ids = [item.entity_id for item in items]
         try:
-            lookup = self._lookups.submit((spec.name, version), (ids, read_cache))
+            lookup = self._lookups.submit(
+                (spec.name, version), (ids, read_cache), alone=tracing.in_sampled_trace()
+            )
             if timeout_s is None:
                 records = await lookup
             else:
@@ -339,7 +343,7 @@ class PredictionService:
                 )
         if write_back:
             # Not a task per request: the write joins this iteration's write-back call.
-            written = self._writes.post(spec.name, write_back)
+            written = self._writes.post(spec.name, write_back, alone=tracing.in_sampled_trace())
             written.add_done_callback(functools.partial(_log_write_back, spec.name))
 
     async def _infer_coalesced(
@@ -366,7 +370,9 @@ class PredictionService:
         out: list[tuple[_Scores, str, bool]] = [((), "", False)] * len(keys)
         if leaders:
             batch = rows if len(leaders) == len(keys) else rows[leaders]
-            call = self._inferences.post((spec.name, version), (batch, timeout_s))
+            call = self._inferences.post(
+                (spec.name, version), (batch, timeout_s), alone=tracing.in_sampled_trace()
+            )
             call.add_done_callback(lambda done: self._settle(done, led_keys))
             score_rows, model_version = await asyncio.shield(call)
             for n, position in enumerate(leaders):

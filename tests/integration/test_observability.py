@@ -173,6 +173,35 @@ def children(spans: list[ReadableSpan], parent: ReadableSpan) -> dict[str, Reada
     }
 
 
+async def test_concurrent_sampled_requests_each_get_their_own_redis_and_triton_spans(
+    traced_gateway: TracedGateway, kv: redis.Redis
+) -> None:
+    """Tick batching shares calls between requests ready together; a sampled request is kept
+    out of it, so its trace is complete even when it arrives with others."""
+    entities = [f"obs-burst-{uuid.uuid4().hex[:8]}" for _ in range(8)]
+    for entity in entities:
+        put_features(kv, entity, TYPICAL)
+    traces = [traceparent(sampled=True) for _ in entities]
+    async with httpx.AsyncClient(base_url=traced_gateway.url) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    PREDICT,
+                    json={"entity_id": entity},
+                    headers={"traceparent": header, **GENEROUS_DEADLINE},
+                )
+                for entity, (header, _, _) in zip(entities, traces, strict=True)
+            )
+        )
+    assert [r.json()["source"] for r in responses] == ["model"] * len(entities)
+    for _, trace_id, _ in traces:
+        spans = await traced_gateway.wait_for_trace(
+            trace_id, {PREDICT_ROUTE, "redis.lookup", "triton.infer", "cache.write_back"}
+        )
+        (triton,) = [s for s in spans if s.name == "triton.infer"]
+        assert has_attributes(triton, {"triton.batch_size": 1})
+
+
 async def test_a_miss_is_one_trace_validation_redis_triton_and_write_back(
     traced_gateway: TracedGateway, kv: redis.Redis
 ) -> None:

@@ -119,3 +119,11 @@ async def test_disabled_every_part_is_its_own_call() -> None:
     b = TickBatcher(recorder.run, cancelled=lambda: LookupError(), enabled=False)
     assert await asyncio.gather(b.submit("a", 1), b.submit("a", 2)) == [10, 20]
     assert recorder.calls == [("a", [1]), ("a", [2])]
+
+
+async def test_a_part_posted_alone_gets_its_own_call() -> None:
+    recorder = Recorder()
+    b = batcher(recorder)
+    results = await asyncio.gather(b.submit("a", 1), b.submit("a", 2, alone=True), b.submit("a", 3))
+    assert results == [10, 20, 30]
+    assert sorted(recorder.calls) == [("a", [1, 3]), ("a", [2])]
