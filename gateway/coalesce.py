@@ -26,7 +26,7 @@ class SingleFlight(Generic[T]):
         """Register a new computation; the caller must ``resolve`` or ``fail`` it."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         # Followers may all have given up: mark the outcome retrieved so asyncio stays quiet.
-        future.add_done_callback(_consume)
+        future.add_done_callback(consume_outcome)
         self._inflight[key] = future
         return future
 
@@ -44,6 +44,8 @@ class SingleFlight(Generic[T]):
         return len(self._inflight)
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
+def consume_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception retrieved: its waiters may all have given up, and asyncio
+    would otherwise log "exception was never retrieved"."""
     if not future.cancelled():
         future.exception()

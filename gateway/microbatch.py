@@ -19,6 +19,8 @@ import asyncio
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
+from gateway.coalesce import consume_outcome
+
 K = TypeVar("K", bound=Hashable)
 P = TypeVar("P")
 R = TypeVar("R")
@@ -88,7 +90,7 @@ class TickBatcher(Generic[K, P, R]):
         for future in futures:
             if not future.done():
                 future.set_exception(error)
-                future.add_done_callback(_consume)
+                future.add_done_callback(consume_outcome)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for the combined calls in flight (shutdown, tests)."""
@@ -99,8 +101,3 @@ class TickBatcher(Generic[K, P, R]):
 
     def __len__(self) -> int:
         return len(self._calls)
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

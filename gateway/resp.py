@@ -64,6 +64,8 @@ async def roundtrip(client: redis.Redis, commands: list[bytes]) -> list[Any]:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+    except ResponseError:
+        raise  # every reply was read: the connection is in step and goes back to the pool
     except BaseException:
         # Cancelled or failed mid-exchange: unread replies would desync the next user.
         await connection.disconnect(nowait=True)
