@@ -118,6 +118,9 @@ def serve_forever(settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         access_log=False,  # no per-request INFO line on the hot path
+        # The gateway never reads the client address or scheme; uvicorn's proxy-headers
+        # middleware would copy every request's headers into a dict to rewrite them.
+        proxy_headers=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )

@@ -9,7 +9,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.api.fastpath import install_fastpath
+from gateway.api.fastpath import GatewayApp, PredictFastPath
 from gateway.api.grpc import SERVICE_NAME, serve_grpc
 from gateway.api.grpc_guard import GuardInterceptor
 from gateway.api.middleware import install_guard
@@ -24,7 +24,7 @@ from gateway.spec import load_specs
 from gateway.startup import verify_models
 from gateway.store import RedisStore, open_redis
 from gateway.telemetry.grpc import TelemetryInterceptor
-from gateway.telemetry.http import install_telemetry
+from gateway.telemetry.http import HttpTelemetry, install_telemetry
 from gateway.telemetry.lifespan import telemetry_running
 from gateway.triton import TritonClient
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             finally:
                 await service.drain()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Triton inference gateway",
         version="0.1.0",
         summary="Schema-checked, cache-first online predictions in front of NVIDIA Triton.",
@@ -85,12 +85,17 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     app.state.settings = settings
     app.include_router(router)
     install_problem_handlers(app)
-    # Innermost: inside the guard and telemetry, which must see predict requests too.
-    install_fastpath(app)
     install_guard(app, guard, settings)
     install_openapi(app, auth=guard.keyring is not None)
+    telemetry = HttpTelemetry(
+        models=specs, routes=app.router.routes, slow_request_s=settings.slow_request_s
+    )
     # Last, so outermost: it sees every answer, the guard's included.
-    install_telemetry(app, specs, slow_request_s=settings.slow_request_s)
+    install_telemetry(app, telemetry)
+    # Predict requests skip FastAPI altogether; the same telemetry and guard run inline.
+    app.fast_path = PredictFastPath(
+        guard=guard, telemetry=telemetry, max_body_bytes=settings.max_body_bytes
+    )
     return app
 
 

@@ -1,54 +1,105 @@
-"""The predict route, served without FastAPI's routing layers.
+"""The predict route, served before FastAPI sees the request.
 
-``POST /v1/models/{model}/predict`` is nearly all of the traffic. Through FastAPI it passes
-the exception middleware, the exit-stack middleware, the router's match over every route,
-dependency solving and the endpoint wrappers: in a py-spy profile of the cache-hit path that
-was about half of the process's CPU, more than Redis and the handler together
-(docs/benchmark.md). This middleware sits innermost, inside the telemetry and guard
-middlewares (so metrics, tracing, shedding, API keys and rate limits apply unchanged), and calls
-the very same endpoint function with the same error rendering; every other request, and any
-other method on this path, goes on to FastAPI. The route stays declared in FastAPI, so the
-OpenAPI document is unchanged.
+``POST /v1/models/{model}/predict`` is nearly all of the traffic. Through FastAPI and
+Starlette it would pass the app's entry points, the server-error and exception middlewares,
+the telemetry and guard middlewares (each wrapping ``send`` in a closure of its own), the
+router's match over every route, dependency solving and Starlette's request and response
+objects. For a cache hit that was most of the process's CPU (docs/benchmark.md). Here the
+same steps run inline, in the same order and with the same shared pieces:
+
+1. telemetry (:class:`~gateway.telemetry.http.HttpTelemetry`): metrics, server span, log
+   context, the ``Server-Timing`` header and at most one log line;
+2. the guard (:class:`~gateway.guard.Guard`): shed, API key and model allow-list, rate limit;
+3. :func:`~gateway.api.predict.answer_predict`, which the FastAPI route (kept for the OpenAPI
+   document) calls as well.
+
+A bug in any of them is answered with an opaque 500 problem and logged with its traceback, as
+the app's exception handler does for every other route. Every other request goes to FastAPI.
 """
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from gateway.api.problems import problem_response
-from gateway.api.rest import predict, router
+from gateway.api.middleware import presented_key
+from gateway.api.predict import Answer, answer_predict, problem_answer
+from gateway.api.problems import PROBLEM_JSON_BYTES
+from gateway.auth import current_principal
 from gateway.errors import GatewayError
+from gateway.guard import Guard
+from gateway.telemetry.http import HttpTelemetry
 
-PREDICT_PATH = "/v1/models/{model}/predict"
+log = logging.getLogger(__name__)
+
+PREDICT_ROUTE = "POST /v1/models/{model}/predict"
+"""The route label, exactly as FastAPI's router would give it."""
+_UNHANDLED_BODY = b'{"type":"about:blank","title":"Internal error","status":500}'
+_UNHANDLED = Answer(
+    500,
+    [(b"content-type", PROBLEM_JSON_BYTES), (b"content-length", b"%d" % len(_UNHANDLED_BODY))],
+    _UNHANDLED_BODY,
+    None,
+)
 
 
 class PredictFastPath:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        # Set on the scope as the router would, so telemetry labels and names it the same.
-        self._route = next(
-            r for r in router.routes if isinstance(r, APIRoute) and r.path == PREDICT_PATH
-        )
+    def __init__(self, *, guard: Guard, telemetry: HttpTelemetry, max_body_bytes: int) -> None:
+        self._guard = guard
+        self._telemetry = telemetry
+        self._max_body_bytes = max_body_bytes
+        # The shed answer is built once: shedding must stay cheap when it matters most.
+        self._shed = problem_answer(guard.overloaded())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        model = _predict_model(scope)
-        if model is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self._route
-        scope["path_params"] = {"model": model}
-        request = Request(scope, receive)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
+        telemetry = self._telemetry
+        tracked = telemetry.start(scope)
+        answer: Answer | None = None
+        raised: BaseException | None = None
         try:
-            response = await predict(model, request, scope["state"]["service"])
-        except GatewayError as error:
-            response = problem_response(error, getattr(request.state, "request_id", None))
-        await response(scope, receive, send)
+            try:
+                answer = await self._answer(scope, receive, model)
+            except Exception as error:
+                # The traceback goes to the server log only; the client gets an opaque 500.
+                log.exception("unhandled error", extra={"path": scope["path"]})
+                raised, answer = error, _UNHANDLED
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status,
+                    "headers": [*answer.headers, tracked.server_timing()],
+                }
+            )
+            await send({"type": "http.response.body", "body": answer.body})
+        except BaseException as error:  # cancelled mid-answer: recorded, then re-raised
+            raised = error
+            raise
+        finally:
+            status = 0 if answer is None else answer.status
+            error_name = None if answer is None else answer.error_name
+            telemetry.finish(scope, tracked, PREDICT_ROUTE, status, error_name, raised)
+
+    async def _answer(self, scope: Scope, receive: Receive, model: str) -> Answer:
+        guard = self._guard
+        if not guard.in_flight.try_acquire():
+            return self._shed
+        try:
+            headers = scope["headers"]
+            try:
+                principal = guard.authenticate(presented_key(headers), model)
+                await guard.check_rate(principal)
+            except GatewayError as error:
+                return problem_answer(error)
+            current_principal.set(principal)  # the request's own task: nothing to reset
+            service = scope["state"]["service"]
+            return await answer_predict(service, model, headers, receive, self._max_body_bytes)
+        finally:
+            guard.in_flight.release()
 
 
-def _predict_model(scope: Scope) -> str | None:
+def predict_model(scope: Scope) -> str | None:
     """The model of a ``POST /v1/models/{model}/predict`` request, else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
@@ -59,6 +110,16 @@ def _predict_model(scope: Scope) -> str | None:
     return parts[3]
 
 
-def install_fastpath(app: FastAPI) -> None:
-    """Call before the guard and telemetry are installed: it must be the innermost middleware."""
-    app.add_middleware(PredictFastPath)
+class GatewayApp(FastAPI):
+    """FastAPI, with predict requests handed to :class:`PredictFastPath` first."""
+
+    fast_path: PredictFastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast_path = self.fast_path
+        if fast_path is not None:
+            model = predict_model(scope)
+            if model is not None:
+                await fast_path(scope, receive, send, model)
+                return
+        await super().__call__(scope, receive, send)

@@ -44,7 +44,8 @@ class GuardMiddleware:
             return
         try:
             try:
-                principal = guard.authenticate(_presented_key(scope), _model(scope["path"]))
+                key = presented_key(scope["headers"])
+                principal = guard.authenticate(key, _model(scope["path"]))
                 await guard.check_rate(principal)
             except GatewayError as error:
                 start, body = problem_messages(error)
@@ -60,9 +61,8 @@ class GuardMiddleware:
             guard.in_flight.release()
 
 
-def _presented_key(scope: Scope) -> str | None:
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """``Authorization: Bearer <key>``, else ``X-API-Key: <key>`` (Bearer wins if both)."""
-    headers: list[tuple[bytes, bytes]] = scope["headers"]
     api_key: str | None = None
     for name, value in headers:
         if name == b"authorization":

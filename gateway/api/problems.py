@@ -15,6 +15,7 @@ from gateway.errors import GatewayError, Unauthenticated
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
+PROBLEM_JSON_BYTES = PROBLEM_JSON.encode()
 
 
 def problem_parts(
@@ -39,15 +40,25 @@ def problem_response(error: GatewayError, request_id: str | None = None) -> Resp
     return Response(body, status_code=error.http_status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def problem_messages(error: GatewayError) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two ASGI messages of a problem answer, for middleware that answers before routing."""
-    body, headers = problem_parts(error)
-    raw_headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
+def problem_headers(body: bytes, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs of a problem answer (content type and length first)."""
+    return [
+        (b"content-type", PROBLEM_JSON_BYTES),
+        (b"content-length", b"%d" % len(body)),
         *((name.lower().encode(), value.encode("latin-1")) for name, value in headers.items()),
     ]
-    start = {"type": "http.response.start", "status": error.http_status, "headers": raw_headers}
+
+
+def problem_messages(
+    error: GatewayError, request_id: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two ASGI messages of a problem answer, for middleware that answers before routing."""
+    body, headers = problem_parts(error, request_id)
+    start = {
+        "type": "http.response.start",
+        "status": error.http_status,
+        "headers": problem_headers(body, headers),
+    }
     return start, {"type": "http.response.body", "body": body}
 
 

@@ -7,22 +7,13 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.requests import ClientDisconnect
 
+from gateway.api.body import read_json
+from gateway.api.predict import answer_predict
 from gateway.auth import caller_may_use
-from gateway.errors import BodyTooLarge, ClientDisconnected, InvalidRequest, MalformedBody
-from gateway.service import PredictionService, PredictOutcome
-from gateway.telemetry import tracing
-from gateway.telemetry.context import bind_request_id
-from gateway.validation import (
-    TIMEOUT_HEADER,
-    parse_feature_push,
-    parse_feature_update,
-    parse_predict_body,
-    parse_timeout_header,
-    request_budget,
-    request_id_or_new,
-)
+from gateway.errors import InvalidRequest, MalformedBody
+from gateway.service import PredictionService
+from gateway.validation import parse_feature_push, parse_feature_update
 
 router = APIRouter()
 JSON = "application/json"
@@ -138,21 +129,18 @@ _PREDICT_BODY = _json_body(
 @router.post("/v1/models/{model}/predict", openapi_extra=_PREDICT_BODY, tags=["predict"])
 async def predict(model: str, request: Request, service: ServiceDep) -> Response:
     """Score one entity (``entity_id``) or a batch (``instances``)."""
-    request_id = _request_id(request)
-    spec = service.spec(model)
-    # The budget starts when the request arrives, before the body is read.
-    arrived = time.monotonic()
-    budget = request_budget(spec, parse_timeout_header(request.headers.get(TIMEOUT_HEADER)))
-    body = await _read_json(request, request.app.state.settings.max_body_bytes)
-    parsed = tracing.call("validate", parse_predict_body, spec, body)
-    outcome = await service.predict(
-        spec, parsed, timeout_s=None if budget is None else budget - (time.monotonic() - arrived)
+    # Served by gateway.api.fastpath before FastAPI routing; declared here for the OpenAPI
+    # document, and answered by the same function should a request ever get this far.
+    answer = await answer_predict(
+        service,
+        model,
+        request.scope["headers"],
+        request.receive,
+        request.app.state.settings.max_body_bytes,
     )
-    payload = _single(outcome) if "instances" not in body else _batch(outcome)
-    payload["request_id"] = request_id
-    headers = _ladder_headers(outcome)
-    headers["X-Request-ID"] = request_id
-    return Response(orjson.dumps(payload), media_type=JSON, headers=headers)
+    response = Response(answer.body, status_code=answer.status)
+    response.raw_headers = answer.headers
+    return response
 
 
 @router.put("/v1/features/{namespace}/{entity_id}", openapi_extra=_PUSH_ONE, tags=["features"])
@@ -161,7 +149,7 @@ async def push_entity_features(
 ) -> Response:
     """Write one entity's features as of ``event_time``; retires its cached predictions."""
     specs = service.namespace_specs(namespace)
-    body = await _read_json(request, request.app.state.settings.max_body_bytes)
+    body = await _read_json(request)
     if not isinstance(body, dict):
         raise MalformedBody("request body must be a JSON object", field="body")
     if "entity_id" in body:
@@ -181,7 +169,7 @@ async def push_entity_features(
 async def push_features(namespace: str, request: Request, service: ServiceDep) -> Response:
     """Write many entities' features; updates older than what is stored are skipped."""
     specs = service.namespace_specs(namespace)
-    body = await _read_json(request, request.app.state.settings.max_body_bytes)
+    body = await _read_json(request)
     updates = parse_feature_push(specs, body, now=time.time(), max_entities=MAX_PUSH_ENTITIES)
     report = await service.push_features(namespace, updates)
     payload = {
@@ -229,89 +217,9 @@ async def readyz(service: ServiceDep) -> Response:
     return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=JSON)
 
 
-def _request_id(request: Request) -> str:
-    request_id = request_id_or_new(request.headers.get("x-request-id"))
-    request.state.request_id = request_id
-    bind_request_id(request_id)  # log lines of this request carry it
-    return request_id
-
-
-async def _read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"request body exceeds {limit} bytes", field="body")
-    # uvicorn enforces no body limit, so chunked bodies are bounded while they stream in.
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"request body exceeds {limit} bytes", field="body")
-            chunks.append(chunk)
-    except ClientDisconnect as e:
-        raise ClientDisconnected("client closed the connection") from e
-    raw = b"".join(chunks)
-    if not raw:
-        raise MalformedBody("request body is empty", field="body")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as e:
-        raise MalformedBody(f"request body is not valid JSON: {e.msg}", field="body") from e
-
-
-def _prediction_body(outcome: PredictOutcome, index: int, names: list[str]) -> dict[str, Any]:
-    p = outcome.predictions[index]
-    return {
-        "entity_id": p.entity_id,
-        "scores": None if p.scores is None else dict(zip(names, p.scores, strict=True)),
-        "source": p.source,
-        "prediction_age_s": _round(p.prediction_age_s),
-        "feature_age_s": _round(p.feature_age_s),
-        "flags": list(p.flags),
-    }
-
-
-def _single(outcome: PredictOutcome) -> dict[str, Any]:
-    body = {"model": outcome.spec.name, "model_version": outcome.model_version}
-    body.update(_prediction_body(outcome, 0, [o.name for o in outcome.spec.outputs]))
-    return body
-
-
-def _batch(outcome: PredictOutcome) -> dict[str, Any]:
-    names = [o.name for o in outcome.spec.outputs]
-    return {
-        "model": outcome.spec.name,
-        "model_version": outcome.model_version,
-        "predictions": [
-            _prediction_body(outcome, i, names) for i in range(len(outcome.predictions))
-        ],
-    }
-
-
-def _ladder_headers(outcome: PredictOutcome) -> dict[str, str]:
-    """Which rung answered, in headers too; for a batch the oldest ages and every source."""
-    predictions = outcome.predictions
-    if len(predictions) == 1:
-        p = predictions[0]
-        sources: str = p.source
-        prediction_age, feature_age = p.prediction_age_s, p.feature_age_s
-    else:
-        sources = ",".join(sorted({p.source for p in predictions}))
-        prediction_age = max(
-            (p.prediction_age_s for p in predictions if p.prediction_age_s is not None),
-            default=None,
-        )
-        feature_age = max(
-            (p.feature_age_s for p in predictions if p.feature_age_s is not None), default=None
-        )
-    headers = {"X-Prediction-Source": sources, "X-Model-Version": outcome.model_version}
-    if prediction_age is not None:
-        headers["X-Prediction-Age"] = f"{prediction_age:.3f}"
-    if feature_age is not None:
-        headers["X-Feature-Age"] = f"{feature_age:.3f}"
-    return headers
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+async def _read_json(request: Request) -> Any:
+    return await read_json(
+        request.receive,
+        request.headers.get("content-length"),
+        request.app.state.settings.max_body_bytes,
+    )

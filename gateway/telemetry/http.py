@@ -47,16 +47,34 @@ class _Answer:
         self.error_name: str | None = None
 
 
-class TelemetryMiddleware:
+class Tracked:
+    """One request being measured: from :meth:`HttpTelemetry.start` to ``finish``."""
+
+    __slots__ = ("context", "server_span", "started", "token")
+
     def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        models: Iterable[str],
-        routes: Sequence[BaseRoute],
-        slow_request_s: float,
+        self, started: float, context: RequestContext, server_span: Span | None, token: object
     ) -> None:
-        self.app = app
+        self.started = started
+        self.context = context
+        self.server_span = server_span
+        self.token = token
+
+    def server_timing(self) -> tuple[bytes, bytes]:
+        """The gateway's own time so far, so a client can tell it from network and queueing."""
+        return (b"server-timing", b"app;dur=%.1f" % ((time.perf_counter() - self.started) * 1000))
+
+
+class HttpTelemetry:
+    """Metrics, the server span, the log context and the one log line of a REST request.
+
+    Shared by :class:`TelemetryMiddleware` (every route) and the predict fast path
+    (``gateway.api.fastpath``), which calls :meth:`start` and :meth:`finish` itself.
+    """
+
+    def __init__(
+        self, *, models: Iterable[str], routes: Sequence[BaseRoute], slow_request_s: float
+    ) -> None:
         self._models = frozenset(models)
         self._routes = routes
         self._slow_request_s = slow_request_s
@@ -64,14 +82,10 @@ class TelemetryMiddleware:
         # Route templates of paths the router never saw (rejected before routing).
         self._matched: dict[tuple[str, str], str] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNTRACKED_PATHS:
-            await self.app(scope, receive, send)
-            return
+    def start(self, scope: Scope) -> Tracked:
         started = time.perf_counter()
         context = RequestContext("http", scope["headers"])
         current.set(context)  # the request's own task: nothing to reset
-        answer = _Answer()
         server_span = token = None
         if tracing.enabled:
             server_span, token = tracing.start_server_span(
@@ -81,58 +95,35 @@ class TelemetryMiddleware:
                 {"http.request.method": scope["method"], "network.protocol.name": "http"},
             )
             context.span = server_span
-
-        async def send_and_note(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                answer.status = message["status"]
-                # The gateway's own time, so a client can tell it from network and queueing.
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                message["headers"] = [
-                    *message.get("headers", ()),
-                    (b"server-timing", b"app;dur=%.1f" % elapsed_ms),
-                ]
-            elif answer.status >= 400 and answer.error_name is None:
-                answer.error_name = _problem_type(message.get("body", b""))
-            await send(message)
-
         self._in_flight.inc()
-        raised: BaseException | None = None
-        try:
-            await self.app(scope, receive, send_and_note)
-        except BaseException as error:
-            raised = error
-            raise
-        finally:
-            self._in_flight.dec()
-            self._finish(
-                scope, context, answer, raised, time.perf_counter() - started, server_span, token
-            )
+        return Tracked(started, context, server_span, token)
 
-    def _finish(
+    def finish(
         self,
         scope: Scope,
-        context: RequestContext,
-        answer: _Answer,
+        tracked: Tracked,
+        route: str,
+        status: int,
+        error_name: str | None,
         raised: BaseException | None,
-        seconds: float,
-        server_span: Span | None,
-        token: object,
     ) -> None:
-        route = self._route(scope)
-        model = self._model(scope["path"])
+        """``error_name``: the error class an error answer names; ``raised``: what escaped."""
+        self._in_flight.dec()
+        seconds = time.perf_counter() - tracked.started
+        model = self.model_label(scope["path"])
         error_type: str | None = None
-        status = answer.status
         if raised is not None:
             status = status or 500
             outcome = metrics.outcome(500, type(raised))
             error_type = metrics.error_type_label(type(raised))
         elif status >= 400:
-            error = metrics.error_class(answer.error_name) if answer.error_name else None
+            error = metrics.error_class(error_name) if error_name else None
             error_type = error.__name__ if error is not None else "HTTPError"
             outcome = metrics.outcome(status, error)
         else:
             outcome = "ok"
         metrics.observe_request("http", route, model, outcome, seconds, error_type)
+        server_span = tracked.server_span
         if server_span is not None:
             if server_span.is_recording():  # sampled: worth the attributes
                 server_span.update_name(route if route != metrics.UNMATCHED else scope["method"])
@@ -141,19 +132,21 @@ class TelemetryMiddleware:
                 server_span.set_attribute("gateway.outcome", outcome)
                 if model:
                     server_span.set_attribute("gateway.model", model)
-                if context.request_id is not None:
-                    server_span.set_attribute("gateway.request_id", context.request_id)
+                request_id = tracked.context.request_id
+                if request_id is not None:
+                    server_span.set_attribute("gateway.request_id", request_id)
                 if error_type is not None:
                     server_span.set_attribute("error.type", error_type)
                 if status >= 500:
                     server_span.set_status(StatusCode.ERROR)
-            tracing.end_server_span(server_span, token)
+            tracing.end_server_span(server_span, tracked.token)
         if raised is None:
             log_request(
                 "http", route, model, status, outcome, error_type, seconds, self._slow_request_s
             )
 
-    def _route(self, scope: Scope) -> str:
+    def route(self, scope: Scope) -> str:
+        """The route label: the matched template, else the template the path would match."""
         method: str = scope["method"]
         if method not in _METHODS:
             method = "_OTHER"
@@ -179,13 +172,48 @@ class TelemetryMiddleware:
                 return f"{method} {prefix}{template}"
         return metrics.UNMATCHED
 
-    def _model(self, path: str) -> str:
+    def model_label(self, path: str) -> str:
         if not path.startswith(_MODEL_PREFIX):
             return ""
         name = path[len(_MODEL_PREFIX) :].partition("/")[0]
         if not name:
             return ""
         return name if name in self._models else metrics.UNKNOWN_MODEL
+
+
+class TelemetryMiddleware:
+    """Pure ASGI; outermost, so it sees every answer, the guard's included."""
+
+    def __init__(self, app: ASGIApp, *, telemetry: HttpTelemetry) -> None:
+        self.app = app
+        self._telemetry = telemetry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in UNTRACKED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        telemetry = self._telemetry
+        tracked = telemetry.start(scope)
+        answer = _Answer()
+
+        async def send_and_note(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer.status = message["status"]
+                message["headers"] = [*message.get("headers", ()), tracked.server_timing()]
+            elif answer.status >= 400 and answer.error_name is None:
+                answer.error_name = _problem_type(message.get("body", b""))
+            await send(message)
+
+        raised: BaseException | None = None
+        try:
+            await self.app(scope, receive, send_and_note)
+        except BaseException as error:
+            raised = error
+            raise
+        finally:
+            telemetry.finish(
+                scope, tracked, telemetry.route(scope), answer.status, answer.error_name, raised
+            )
 
 
 def _flat_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
@@ -254,13 +282,8 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
-def install_telemetry(app: FastAPI, models: Iterable[str], *, slow_request_s: float) -> None:
+def install_telemetry(app: FastAPI, telemetry: HttpTelemetry) -> None:
     """``/metrics`` and the telemetry middleware; call after every other middleware is added,
     so this one is outermost and sees every answer."""
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
-    app.add_middleware(
-        TelemetryMiddleware,
-        models=models,
-        routes=app.router.routes,
-        slow_request_s=slow_request_s,
-    )
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)

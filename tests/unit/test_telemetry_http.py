@@ -21,7 +21,7 @@ from gateway.api.problems import install_problem_handlers, problem_messages
 from gateway.errors import ModelNotFound, Overloaded
 from gateway.logs import JsonFormatter
 from gateway.telemetry.context import bind_request_id
-from gateway.telemetry.http import _problem_type, install_telemetry
+from gateway.telemetry.http import HttpTelemetry, _problem_type, install_telemetry
 
 MODELS = ("unit_http_model",)
 
@@ -61,7 +61,10 @@ def make_app(slow_request_s: float = 10.0) -> FastAPI:
 
     install_problem_handlers(app)
     app.add_middleware(ShedEverything)
-    install_telemetry(app, MODELS, slow_request_s=slow_request_s)
+    telemetry = HttpTelemetry(
+        models=MODELS, routes=app.router.routes, slow_request_s=slow_request_s
+    )
+    install_telemetry(app, telemetry)
     return app
 
 
@@ -122,7 +125,8 @@ async def test_answers_before_routing_get_the_template_of_an_included_route() ->
     app = FastAPI()
     app.include_router(outer, prefix="/shed")
     app.add_middleware(ShedEverything)
-    install_telemetry(app, MODELS, slow_request_s=10.0)
+    telemetry = HttpTelemetry(models=MODELS, routes=app.router.routes, slow_request_s=10.0)
+    install_telemetry(app, telemetry)
     shed = {
         "transport": "http",
         "route": "GET /shed/things/{thing}",
