@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -36,6 +36,18 @@ def build_rows(
     for i, item in enumerate(items):
         values = stored[i]
         overrides = item.overrides
+        if not overrides and values is not None:
+            # Nearly every miss: all stored, nothing overridden. One C-level pass; anything
+            # else (a gap, a corrupt value) takes the per-feature path below.
+            try:
+                # float(None) raises TypeError: a gap also takes the per-feature path.
+                parsed = list(map(float, cast("Sequence[bytes]", values)))
+            except (TypeError, ValueError):
+                pass
+            else:
+                if all(map(math.isfinite, parsed)):
+                    rows[i] = parsed
+                    continue
         for feature in features:
             j = feature.index
             value = overrides.get(j)

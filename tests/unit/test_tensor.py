@@ -134,3 +134,35 @@ def test_dtype_follows_spec(dtype: str, np_dtype: type) -> None:
     rows = build_rows(spec, [EntityQuery("a", {AMOUNT: 0.5})], [None])
     assert rows.dtype == np_dtype
     assert rows[0, AMOUNT] == 0.5
+
+
+def full_row(spec: ModelSpec, **values: bytes) -> list[bytes | None]:
+    """Every feature stored (the common case), ``values`` replacing the generated ones."""
+    row: list[bytes | None] = [b"%d.25" % (f.index + 1) for f in spec.features]
+    for name, raw in values.items():
+        row[spec.feature_by_name[name].index] = raw
+    return row
+
+
+def test_a_fully_stored_entity_is_read_column_for_column(spec: ModelSpec) -> None:
+    rows = build_rows(spec, [EntityQuery("a", {}), EntityQuery("b", {})], [full_row(spec)] * 2)
+    expected = np.arange(1, N + 1, dtype=np.float32) + np.float32(0.25)
+    np.testing.assert_array_equal(rows, np.stack([expected, expected]))
+
+
+@pytest.mark.parametrize("raw", [b"nan", b"-inf", b"garbage", b"", None])
+def test_one_bad_value_in_a_full_row_falls_back_for_that_column_only(
+    spec: ModelSpec, raw: bytes | None
+) -> None:
+    stored = full_row(spec)
+    stored[HOUR] = raw
+    rows = build_rows(spec, [EntityQuery("a", {})], [stored])
+    expected = np.arange(1, N + 1, dtype=np.float32) + np.float32(0.25)
+    expected[HOUR] = 12.0  # the declared default
+    np.testing.assert_array_equal(rows[0], expected)
+
+
+def test_overrides_win_over_a_full_row(spec: ModelSpec) -> None:
+    rows = build_rows(spec, [EntityQuery("a", {HOUR: 7.0})], [full_row(spec)])
+    assert rows[0, HOUR] == 7.0
+    assert rows[0, AMOUNT] == np.float32(1.25)
