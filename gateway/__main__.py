@@ -121,6 +121,7 @@ def serve_forever(settings: Settings) -> int:
         # The gateway never reads the client address or scheme; uvicorn's proxy-headers
         # middleware would copy every request's headers into a dict to rewrite them.
         proxy_headers=False,
+        server_header=False,  # says nothing about the stack, and is one header less to write
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
     )
