@@ -1,7 +1,8 @@
 """``python -m benchmarks.run``: direct Triton vs gateway (miss / hit) vs a reference gateway.
 
-Starts Redis, Triton (response cache OFF) and loads the demo features, then the gateway
-(1 worker) and ``benchmarks/reference_gateway.py`` (uvicorn, 1 worker). For each target:
+Starts Redis, Triton (response cache OFF) and loads the demo features, then the gateway and
+``benchmarks/reference_gateway.py`` with the same number of uvicorn workers (``--workers``,
+default one per core, as the Helm chart deploys the gateway). For each target:
 
 * throughput at saturation: ``wrk -t2 -c<connections> -d<duration>`` with a generated Lua
   script that varies the entity id (gateway) or the ``amount`` input (direct Triton, so no
@@ -229,9 +230,11 @@ def prewarm(url: str, n: int, headers: dict[str, str] | None = None) -> None:
     assert sources == {"cache"}, sources
 
 
-def start_reference(redis_url: str, triton_grpc: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_reference(
+    redis_url: str, triton_grpc: str, workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
     env = {"REF_REDIS_URL": redis_url, "REF_TRITON_URL": triton_grpc}
-    return start_uvicorn(["benchmarks.reference_gateway:app", "--workers", "1"], env)
+    return start_uvicorn(["benchmarks.reference_gateway:app", "--workers", str(workers)], env)
 
 
 def start_uvicorn(target: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
@@ -303,6 +306,10 @@ def without_queue_policy(repository: Path, into: Path) -> Path:
     return copy
 
 
+def _workers(n: int) -> str:
+    return f"{n} uvicorn worker{'s' if n != 1 else ''}"
+
+
 def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -315,8 +322,8 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
         f"- Machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.platform()}, "
         f"Python {platform.python_version()}",
         "- Everything on 127.0.0.1 on this one machine: Redis, Triton (CPU, python backend "
-        "running the ONNX model), gateway (1 uvicorn worker), reference gateway (1 uvicorn "
-        "worker), and the load generators share the same cores.",
+        f"running the ONNX model), gateway ({_workers(args.workers)}), reference gateway "
+        f"({_workers(args.workers)}), and the load generators share the same cores.",
         f"- Triton response cache: **OFF** (`cache_size_bytes={triton_cache}`, no "
         "`response_cache` block in the model config); direct-Triton inputs are unique per "
         "request anyway (the `amount` column changes every request).",
@@ -355,7 +362,8 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
     lines = ["# Benchmark: direct Triton vs gateway vs reference gateway", ""]
     lines += [
         "Produced by `python -m benchmarks.run "
-        f"--duration {args.duration:g} --connections {args.connections} --rate {args.rate:g}`.",
+        f"--duration {args.duration:g} --connections {args.connections} --rate {args.rate:g} "
+        f"--workers {args.workers}`.",
         "",
     ]
     lines += [*machine_header(args, 0), ""]
@@ -444,6 +452,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rate", type=float, default=500, help="fixed-rate req/s")
     parser.add_argument("--hit-entities", type=int, default=2000)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="uvicorn workers of the gateway and of the reference gateway (default: one per "
+        "core, as deployed)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs/benchmark.md")
     parser.add_argument(
         "--keep-queue-policy",
@@ -469,9 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         triton.start()
         print(f"loaded {asyncio.run(load_demo(redis.url))} demo entities", flush=True)
         gateway = GatewayProcess(
-            spec_path=SPEC, redis_url=redis.url, triton_url=triton.grpc_url, workers=1
+            spec_path=SPEC, redis_url=redis.url, triton_url=triton.grpc_url, workers=args.workers
         ).start()
-        reference, ref_url = start_reference(redis.url, triton.grpc_url)
+        reference, ref_url = start_reference(redis.url, triton.grpc_url, args.workers)
         assert gateway._process is not None
         assert redis._process is not None
         triton_pid, redis_pid = triton.pid, redis._process.pid

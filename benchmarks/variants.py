@@ -35,6 +35,7 @@ from benchmarks.run import (
     load_demo,
     prewarm,
     run_wrk,
+    without_queue_policy,
 )
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
@@ -145,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[Variant] = args.variant
     trees = Path(tempfile.mkdtemp(prefix="gw-variant-trees-"))
     redis = RedisServer()
-    triton = TritonServer(ROOT / "model_repository", cache_size_bytes=0)
+    # As benchmarks.run does by default: no queue policy (on this CPU build it stalls requests).
+    repository = without_queue_policy(ROOT / "model_repository", trees)
+    triton = TritonServer(repository, cache_size_bytes=0)
     try:
         for n, v in enumerate(variants):
             v.tree = checkout(v.ref, trees / str(n))
