@@ -50,38 +50,11 @@ def pack_set_ex(key: str, value: bytes, ttl_s: int) -> bytes:
     )
 
 
-class HotConnections:
-    """A few connections kept out of the client's pool for these exchanges.
-
-    redis-py 8's pool does a lock, a liveness check and four observability hooks per
-    checkout and return (several percent of a cache miss's CPU at saturation). Between
-    exchanges up to ``keep`` connections wait here instead; beyond that they go back to the
-    pool, which still creates, bounds (``max_connections``) and finally closes them all.
-    Every exchange reads all its replies or disconnects, so a kept connection is never out
-    of step, and a dead one is reconnected by the exchange's one retry.
-    """
-
-    def __init__(self, client: redis.Redis, keep: int = 4) -> None:
-        self._pool = client.connection_pool
-        self._idle: list[Any] = []
-        self._keep = keep
-
-    async def acquire(self) -> Any:
-        if self._idle:
-            return self._idle.pop()
-        return await self._pool.get_connection()  # type: ignore[no-untyped-call]
-
-    async def release(self, connection: Any) -> None:
-        if len(self._idle) < self._keep:
-            self._idle.append(connection)
-        else:
-            await self._pool.release(connection)
-
-
-async def roundtrip(connections: HotConnections, commands: list[bytes]) -> list[Any]:
+async def roundtrip(client: redis.Redis, commands: list[bytes]) -> list[Any]:
     """Send ``commands`` in one write and read one reply each (an error reply raises once
     every reply has been read, so the connection stays in step)."""
-    connection = await connections.acquire()
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
     try:
         for attempt in (1, 2):
             try:
@@ -94,13 +67,13 @@ async def roundtrip(connections: HotConnections, commands: list[bytes]) -> list[
                     raise
         raise AssertionError("unreachable")
     except ResponseError:
-        raise  # every reply was read: the connection is in step and can be used again
+        raise  # every reply was read: the connection is in step and goes back to the pool
     except BaseException:
         # Cancelled or failed mid-exchange: unread replies would desync the next user.
         await connection.disconnect(nowait=True)
         raise
     finally:
-        await connections.release(connection)
+        await pool.release(connection)
 
 
 async def _exchange(connection: Any, commands: list[bytes]) -> list[Any]:
@@ -109,8 +82,8 @@ async def _exchange(connection: Any, commands: list[bytes]) -> list[Any]:
         return await _read_each(connection, len(commands))
     parser: Any = connection._parser
     # Every reply straight from hiredis, reading the socket only when it has too few: one
-    # timeout for the whole exchange, not redis-py's coroutine and timeout per reply (a tenth
-    # of a cache miss's CPU). redis-py's own parser attributes, so its version is pinned.
+    # timeout for the whole exchange, not redis-py's coroutine and timeout per reply (measured
+    # in docs/measurements.md). redis-py's own parser attributes, so its version is pinned.
     reader = parser._reader
     replies: list[Any] = []
     error: ResponseError | None = None

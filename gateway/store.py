@@ -31,7 +31,7 @@ from gateway.features import (
     feature_key,
     index_key,
 )
-from gateway.resp import HmgetCommand, HotConnections, pack_get, pack_set_ex, roundtrip
+from gateway.resp import HmgetCommand, pack_get, pack_set_ex, roundtrip
 from gateway.spec import ModelSpec
 from gateway.telemetry.calls import redis_call
 
@@ -82,7 +82,6 @@ class RedisStore:
 
     def __init__(self, client: redis.Redis, *, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
-        self._connections = HotConnections(client)
         self.breaker = breaker or CircuitBreaker("redis")
         # The HMGET command per model, its field list packed once instead of per request.
         self._hmget: dict[str, HmgetCommand] = {}
@@ -116,7 +115,7 @@ class RedisStore:
                 commands.append(pack_get(prediction_key(spec.name, version, entity_id)))
         with redis_call("lookup", spec.name, len(entity_ids)):
             try:
-                replies = await roundtrip(self._connections, commands)
+                replies = await roundtrip(self._client, commands)
             except (RedisError, OSError) as e:
                 if _pool_exhausted(e):
                     # Our own backlog (every pooled connection busy), not a sick Redis:
@@ -163,7 +162,7 @@ class RedisStore:
         ]
         with redis_call("write_predictions", spec.name, len(commands)):
             try:
-                await roundtrip(self._connections, commands)
+                await roundtrip(self._client, commands)
             except (RedisError, OSError) as e:
                 raise FeatureStoreUnavailable("prediction cache write failed") from e
 

@@ -4,7 +4,7 @@
 Starlette it would pass the app's entry points, the server-error and exception middlewares,
 the telemetry and guard middlewares (each wrapping ``send`` in a closure of its own), the
 router's match over every route, dependency solving and Starlette's request and response
-objects. For a cache hit that was most of the process's CPU (docs/benchmark.md). Here the
+objects. For a cache hit that was most of the process's CPU (docs/measurements.md). Here the
 same steps run inline, in the same order and with the same shared pieces:
 
 1. telemetry (:class:`~gateway.telemetry.http.HttpTelemetry`): metrics, server span, log

@@ -3,7 +3,7 @@
 One implementation for the fast path (``gateway.api.fastpath``, which serves nearly all
 traffic) and the FastAPI route that documents it. It works on the raw ASGI header pairs and
 ``receive``: Starlette's ``Request``, ``Headers`` and ``Response`` objects cost more per
-request than everything else a cache hit does (docs/benchmark.md, "What each change bought").
+request than everything else a cache hit does (docs/measurements.md, "what each bought").
 """
 
 from __future__ import annotations

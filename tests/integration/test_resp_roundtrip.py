@@ -8,7 +8,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from devstack.redis_server import RedisServer
-from gateway.resp import HmgetCommand, HotConnections, pack_get, pack_set_ex, roundtrip
+from gateway.resp import HmgetCommand, pack_get, pack_set_ex, roundtrip
 
 pytestmark = pytest.mark.integration
 
@@ -17,12 +17,11 @@ async def test_replies_come_back_in_order_and_an_error_reply_keeps_the_connectio
     redis_server: RedisServer,
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    hot = HotConnections(client)  # kept connections are reused across exchanges
     try:
         await client.hset("resp:h", mapping={"a": "1", "b": "2"})
         await client.set("resp:s", "x")
         replies = await roundtrip(
-            hot,
+            client,
             [
                 HmgetCommand(["a", "missing", "b"]).pack("resp:h"),
                 pack_set_ex("resp:k", b"v", 60),
@@ -34,9 +33,9 @@ async def test_replies_come_back_in_order_and_an_error_reply_keeps_the_connectio
         assert 0 < await client.ttl("resp:k") <= 60
 
         with pytest.raises(ResponseError, match="WRONGTYPE"):
-            await roundtrip(hot, [pack_get("resp:h"), pack_get("resp:s")])
+            await roundtrip(client, [pack_get("resp:h"), pack_get("resp:s")])
         # Both replies were read: the next exchange on the pooled connection is not off by one.
-        assert await roundtrip(hot, [pack_get("resp:s")]) == [b"x"]
+        assert await roundtrip(client, [pack_get("resp:s")]) == [b"x"]
     finally:
         await client.delete("resp:h", "resp:s", "resp:k")
         await client.aclose()
@@ -46,15 +45,14 @@ async def test_a_connection_killed_by_the_server_is_retried_once(
     redis_server: RedisServer,
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    hot = HotConnections(client)  # kept connections are reused across exchanges
     try:
         await client.set("resp:r", "1")
-        assert await roundtrip(hot, [pack_get("resp:r")]) == [b"1"]
+        assert await roundtrip(client, [pack_get("resp:r")]) == [b"1"]
         # Redis drops every client connection, as on a restart; the pooled one is now dead.
         killer = redis.Redis.from_url(redis_server.url)
         await killer.client_kill_filter(_type="normal", skipme=True)
         await killer.aclose()
-        assert await roundtrip(hot, [pack_get("resp:r")]) == [b"1"]
+        assert await roundtrip(client, [pack_get("resp:r")]) == [b"1"]
     finally:
         await client.delete("resp:r")
         await client.aclose()
@@ -64,13 +62,12 @@ async def test_replies_larger_than_one_socket_read_are_reassembled(
     redis_server: RedisServer,
 ) -> None:
     client = redis.Redis.from_url(redis_server.url)
-    hot = HotConnections(client)  # kept connections are reused across exchanges
     big = bytes(range(256)) * 2048  # 512 KiB: many reads of redis-py's 64 KiB buffer
     try:
-        await roundtrip(hot, [pack_set_ex(f"resp:big{i}", big, 60) for i in range(3)])
-        replies = await roundtrip(hot, [pack_get(f"resp:big{i}") for i in range(3)] * 2)
+        await roundtrip(client, [pack_set_ex(f"resp:big{i}", big, 60) for i in range(3)])
+        replies = await roundtrip(client, [pack_get(f"resp:big{i}") for i in range(3)] * 2)
         assert replies == [big] * 6
-        assert await roundtrip(hot, [pack_get("resp:nothing")]) == [None]
+        assert await roundtrip(client, [pack_get("resp:nothing")]) == [None]
     finally:
         await client.delete(*(f"resp:big{i}" for i in range(3)))
         await client.aclose()
@@ -80,14 +77,13 @@ async def test_a_stalled_reply_times_out_and_the_connection_is_not_reused(
     redis_server: RedisServer,
 ) -> None:
     client = redis.Redis.from_url(redis_server.url, socket_timeout=0.2)
-    hot = HotConnections(client)  # kept connections are reused across exchanges
     try:
         # BLPOP on an empty list holds the reply past the socket timeout (the retry's too).
         with pytest.raises(RedisTimeoutError):
-            await roundtrip(hot, [b"*3\r\n$5\r\nBLPOP\r\n$8\r\nresp:nil\r\n$3\r\n0.3\r\n"])
+            await roundtrip(client, [b"*3\r\n$5\r\nBLPOP\r\n$8\r\nresp:nil\r\n$3\r\n0.3\r\n"])
         await client.set("resp:t", "1")
         # Had the late nil reply stayed on a pooled connection, this would read it.
-        assert await roundtrip(hot, [pack_get("resp:t")]) == [b"1"]
+        assert await roundtrip(client, [pack_get("resp:t")]) == [b"1"]
     finally:
         await client.delete("resp:t")
         await client.aclose()
