@@ -2,7 +2,8 @@
 
 Starts Redis, Triton (response cache OFF) and loads the demo features, then the gateway and
 ``benchmarks/reference_gateway.py`` with the same number of uvicorn workers (``--workers``,
-default one per core, as the Helm chart deploys the gateway). For each target:
+default one per core, as the Helm chart deploys the gateway). ``--rounds`` times (default 3),
+alternating the targets, and the report gives the median of each figure. For each target:
 
 * throughput at saturation: ``wrk -t2 -c<connections> -d<duration>`` with a generated Lua
   script that varies the entity id (gateway) or the ``amount`` input (direct Triton, so no
@@ -27,6 +28,7 @@ import platform
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,6 +152,8 @@ class Target:
     server_pids: list[int]  # the service itself (gateway / reference / Triton)
     stack_pids: list[int]  # everything that serves the request (adds Redis, Triton)
     result: dict[str, float] = field(default_factory=dict)
+    """Per figure, the median over rounds (errors: the sum)."""
+    rounds: list[dict[str, float]] = field(default_factory=list)
     # The gateway runs with auth on (its default): requests carry this key. The reference: None.
     api_key: str | None = None
 
@@ -203,21 +207,27 @@ def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
     time.sleep(0.5)
     fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration, t.api_key)
     print(f"[{t.key}] fixed {args.rate:g} req/s: {fixed}", flush=True)
+    t.rounds.append(
+        {
+            "rps": sat["rps"],
+            "sat_requests": sat["requests"],
+            "sat_errors": sat["non2xx"] + sat["socket_errors"],
+            "sat_p50_ms": sat["p50_ms"],
+            "sat_p99_ms": sat["p99_ms"],
+            "cpu_ms_server": (server1 - server0) / n * 1000,
+            "cpu_ms_stack": (stack1 - stack0) / n * 1000,
+            "wrk_cpu_s": wrk1 - wrk0,
+            # machine-wide busy CPU not accounted to the stack or wrk: other tenants, kernel
+            "other_cpu_s": (busy1 - busy0) - (stack1 - stack0) - (wrk1 - wrk0),
+            "fixed_rate": fixed["achieved_rate"],
+            "fixed_p50_ms": fixed["p50_ms"],
+            "fixed_p99_ms": fixed["p99_ms"],
+            "fixed_errors": fixed["errors"],
+        }
+    )
     t.result = {
-        "rps": sat["rps"],
-        "sat_requests": sat["requests"],
-        "sat_errors": sat["non2xx"] + sat["socket_errors"],
-        "sat_p50_ms": sat["p50_ms"],
-        "sat_p99_ms": sat["p99_ms"],
-        "cpu_ms_server": (server1 - server0) / n * 1000,
-        "cpu_ms_stack": (stack1 - stack0) / n * 1000,
-        "wrk_cpu_s": wrk1 - wrk0,
-        # machine-wide busy CPU not accounted to the stack or wrk: other tenants, kernel
-        "other_cpu_s": (busy1 - busy0) - (stack1 - stack0) - (wrk1 - wrk0),
-        "fixed_rate": fixed["achieved_rate"],
-        "fixed_p50_ms": fixed["p50_ms"],
-        "fixed_p99_ms": fixed["p99_ms"],
-        "fixed_errors": fixed["errors"],
+        name: (sum if name.endswith("errors") else statistics.median)(r[name] for r in t.rounds)
+        for name in t.rounds[0]
     }
 
 
@@ -363,7 +373,8 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
     lines += [
         "Produced by `python -m benchmarks.run "
         f"--duration {args.duration:g} --connections {args.connections} --rate {args.rate:g} "
-        f"--workers {args.workers}`.",
+        f"--workers {args.workers} --rounds {args.rounds}`. Every figure is the median of "
+        f"{args.rounds} rounds that alternate the targets (errors: the sum).",
         "",
     ]
     lines += [*machine_header(args, 0), ""]
@@ -411,7 +422,7 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
         "Raw results (JSON):",
         "",
         "```json",
-        json.dumps({t.key: t.result for t in targets}, indent=1),
+        json.dumps({t.key: {"median": t.result, "rounds": t.rounds} for t in targets}, indent=1),
         "```",
         "",
     ]
@@ -452,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rate", type=float, default=500, help="fixed-rate req/s")
     parser.add_argument("--hit-entities", type=int, default=2000)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measurements per target; the report shows medians"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -508,8 +522,11 @@ def main(argv: list[str] | None = None) -> int:
             Target("d", "(d) reference miss", ref_url, gateway_lua(10_000, ',"cache":"bypass"'),
                    "ref", [ref_pid], [ref_pid, *backend]),
         ]  # fmt: skip
-        for t in targets:
-            measure(t, args, lua_dir)
+        # Rounds alternate the targets, so drift on a shared machine hits each alike.
+        for n in range(args.rounds):
+            print(f"round {n + 1}/{args.rounds}", flush=True)
+            for t in targets:
+                measure(t, args, lua_dir)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_report(targets, args, args.out)
         plot(targets, args, args.out.with_suffix(".png"))
