@@ -79,7 +79,7 @@ async def roundtrip(client: redis.Redis, commands: list[bytes]) -> list[Any]:
 async def _exchange(connection: Any, commands: list[bytes]) -> list[Any]:
     await connection.send_packed_command(b"".join(commands), check_health=False)
     if not isinstance(connection._parser, _AsyncHiredisParser):
-        return await _read_each(connection, len(commands))
+        raise RuntimeError("redis-py is not using hiredis (a pinned dependency of the gateway)")
     parser: Any = connection._parser
     # Every reply straight from hiredis, reading the socket only when it has too few: one
     # timeout for the whole exchange, not redis-py's coroutine and timeout per reply (measured
@@ -102,20 +102,6 @@ async def _exchange(connection: Any, commands: list[bytes]) -> list[Any]:
                 replies.append(reply)
     except TimeoutError:
         raise RedisTimeoutError("Timeout reading from Redis") from None
-    if error is not None:
-        raise error
-    return replies
-
-
-async def _read_each(connection: Any, count: int) -> list[Any]:
-    replies: list[Any] = []
-    error: ResponseError | None = None
-    for _ in range(count):
-        try:
-            replies.append(await connection.read_response())
-        except ResponseError as e:
-            error = error or e
-            replies.append(None)
     if error is not None:
         raise error
     return replies

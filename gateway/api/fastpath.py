@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.api.middleware import presented_key
 from gateway.api.predict import Answer, answer_predict, problem_answer
-from gateway.api.problems import PROBLEM_JSON_BYTES
+from gateway.api.problems import PROBLEM_JSON_BYTES, UNHANDLED_BODY
 from gateway.auth import current_principal
 from gateway.errors import GatewayError
 from gateway.guard import Guard
@@ -36,11 +36,10 @@ log = logging.getLogger(__name__)
 
 PREDICT_ROUTE = "POST /v1/models/{model}/predict"
 """The route label, exactly as FastAPI's router would give it."""
-_UNHANDLED_BODY = b'{"type":"about:blank","title":"Internal error","status":500}'
 _UNHANDLED = Answer(
     500,
-    [(b"content-type", PROBLEM_JSON_BYTES), (b"content-length", b"%d" % len(_UNHANDLED_BODY))],
-    _UNHANDLED_BODY,
+    [(b"content-type", PROBLEM_JSON_BYTES), (b"content-length", b"%d" % len(UNHANDLED_BODY))],
+    UNHANDLED_BODY,
     None,
 )
 

@@ -24,6 +24,15 @@ class UnaryWrapInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
         """The behaviour to run instead of ``behavior`` for ``method``."""
         raise NotImplementedError
 
+    def rebuild(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The handler to cache for ``method``: by default ``handler`` with its behaviour
+        wrapped (``wrap``); override to change other parts of it."""
+        return grpc.unary_unary_rpc_method_handler(
+            self.wrap(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -36,10 +45,5 @@ class UnaryWrapInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  #
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None or not method.startswith(self._prefix):
             return handler
-        wrapped = grpc.unary_unary_rpc_method_handler(
-            self.wrap(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-        self._wrapped[method] = wrapped
+        wrapped = self._wrapped[method] = self.rebuild(method, handler)
         return wrapped

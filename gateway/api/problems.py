@@ -16,6 +16,8 @@ from gateway.errors import GatewayError, Unauthenticated
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_JSON_BYTES = PROBLEM_JSON.encode()
+UNHANDLED_BODY = orjson.dumps({"type": "about:blank", "title": "Internal error", "status": 500})
+"""The answer to a bug: opaque, the traceback goes to the server log only."""
 
 
 def problem_parts(
@@ -98,8 +100,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         # The traceback goes to the server log only; clients get an opaque 500.
         log.exception("unhandled error", extra={"path": request.url.path})
-        body = {"type": "about:blank", "title": "Internal error", "status": 500}
-        return Response(orjson.dumps(body), status_code=500, media_type=PROBLEM_JSON)
+        return Response(UNHANDLED_BODY, status_code=500, media_type=PROBLEM_JSON)
 
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(HTTPException, on_http_error)

@@ -23,11 +23,11 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gateway.batch.store import translated
 from gateway.errors import FeatureStoreUnavailable, SpecError
 from gateway.features import feature_key, index_complete_key, index_key
 
@@ -77,16 +77,6 @@ class ReindexReport:
     seconds: float
 
 
-@asynccontextmanager
-async def _translated(what: str) -> AsyncIterator[None]:
-    from redis.exceptions import RedisError
-
-    try:
-        yield
-    except (RedisError, OSError) as e:
-        raise FeatureStoreUnavailable(f"{what}: {type(e).__name__}: {e}") from e
-
-
 async def reindex_features(
     client: redis.Redis, namespace: str, *, note: Callable[[str], None] = lambda _: None
 ) -> ReindexReport:
@@ -98,7 +88,7 @@ async def reindex_features(
     add = client.register_script(_ADD)
     prune = client.register_script(_PRUNE)
     scanned = added = removed = 0
-    async with _translated(f"reindexing namespace {namespace!r}"):
+    async with translated(f"reindexing namespace {namespace!r}"):
         cursor = 0
         while True:
             cursor, page = await client.scan(cursor, match=prefix + b"*", count=_BATCH)

@@ -193,7 +193,7 @@ return {ids, concat(lines, '\\n')}
 
 
 @asynccontextmanager
-async def _translated(what: str) -> AsyncIterator[None]:
+async def translated(what: str) -> AsyncIterator[None]:
     try:
         yield
     except (RedisError, OSError) as e:
@@ -218,13 +218,13 @@ class BatchStore:
     # -- job state ---------------------------------------------------------------------------
     async def discard(self) -> None:
         """``--restart``: forget the checkpoint (predictions already written stay)."""
-        async with _translated("discarding the checkpoint"):
+        async with translated("discarding the checkpoint"):
             await self._client.delete(*self.keys.all())
 
     async def open(self, job_id: str, config: JobConfig, token: str) -> CheckpointState:
         """Take the job over (fencing out any older process) and read its checkpoint."""
         keys, ttl = self.keys, self._state_ttl_s
-        async with _translated("opening the checkpoint"):
+        async with translated("opening the checkpoint"):
             pipe = self._client.pipeline(transaction=False)
             pipe.set(keys.owner, token, ex=ttl)
             # A resumed job's whole state lives another TTL from now, snapshot included.
@@ -249,7 +249,7 @@ class BatchStore:
 
     async def read_state(self, meta: dict[str, str] | None = None) -> CheckpointState:
         keys = self.keys
-        async with _translated("reading the checkpoint"):
+        async with translated("reading the checkpoint"):
             pipe = self._client.pipeline(transaction=False)
             pipe.hgetall(keys.meta)
             pipe.get(keys.done)
@@ -280,7 +280,7 @@ class BatchStore:
         )
 
     async def set_total(self, total: int) -> None:
-        async with _translated("writing the checkpoint"):
+        async with translated("writing the checkpoint"):
             await self._client.hset(self.keys.meta, "total", str(total))
 
     async def commit_chunk(
@@ -317,7 +317,7 @@ class BatchStore:
             len(samples),
         ]
         args.extend(s.encode() for s in samples)
-        async with _translated(f"committing chunk {chunk}"):
+        async with translated(f"committing chunk {chunk}"):
             result = await self._commit(
                 keys=[keys.owner, keys.done, keys.counts, keys.failed, keys.samples, keys.meta],
                 args=args,
@@ -326,7 +326,7 @@ class BatchStore:
 
     async def mark_failed(self, token: str, chunk: int, record: FailedChunk) -> None:
         keys = self.keys
-        async with _translated(f"recording failed chunk {chunk}"):
+        async with translated(f"recording failed chunk {chunk}"):
             result = await self._mark_failed(
                 keys=[keys.owner, keys.done, keys.failed],
                 args=[token, chunk, record.encode(), self._state_ttl_s],
@@ -335,7 +335,7 @@ class BatchStore:
 
     async def finish(self, token: str, *, complete: bool, drop_snapshot: bool) -> None:
         keys = self.keys
-        async with _translated("finishing the job"):
+        async with translated("finishing the job"):
             result = await self._finish(
                 keys=[keys.owner, keys.meta, keys.ids, keys.seen],
                 args=[
@@ -361,13 +361,13 @@ class BatchStore:
     # -- feature-store snapshot ---------------------------------------------------------------
     async def index_is_complete(self, index: str, marker: str) -> bool:
         """The id index exists and ``reindex-features`` marked it as listing every entity."""
-        async with _translated("reading the feature index"):
+        async with translated("reading the feature index"):
             return int(await self._client.exists(index, marker)) == 2
 
     async def index_page(self, index: str, after: bytes, count: int) -> list[bytes]:
         """Up to ``count`` ids of the index after ``after`` (b"" = from the first), in order."""
         start = b"(" + after if after else b"-"
-        async with _translated("reading the feature index"):
+        async with translated("reading the feature index"):
             ids = await self._client.zrange(index, start, b"+", bylex=True, offset=0, num=count)
         return [i if isinstance(i, bytes) else str(i).encode() for i in ids]
 
@@ -378,7 +378,7 @@ class BatchStore:
         False: this page was saved already (a retried call)."""
         keys = self.keys
         lengths, blob = _packed(ids)
-        async with _translated("writing the snapshot"):
+        async with translated("writing the snapshot"):
             result = await self._index_page(
                 keys=[keys.owner, keys.ids, keys.scan],
                 args=[token, after, last, int(complete), self._state_ttl_s, lengths, blob],
@@ -389,7 +389,7 @@ class BatchStore:
         """Copy the next page of the index (after the saved cursor) to the snapshot, inside
         Redis. Returns the ids copied and whether the index is exhausted."""
         keys = self.keys
-        async with _translated("writing the snapshot"):
+        async with translated("writing the snapshot"):
             result = await self._index_copy(
                 keys=[keys.owner, index, keys.ids, keys.scan],
                 args=[token, count, self._state_ttl_s],
@@ -400,13 +400,13 @@ class BatchStore:
         return int(copied), bool(last_page)
 
     async def scan_page(self, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
-        async with _translated("scanning the feature store"):
+        async with translated("scanning the feature store"):
             next_cursor, keys = await self._client.scan(cursor, match=match, count=count)
         return int(next_cursor), [k if isinstance(k, bytes) else str(k).encode() for k in keys]
 
     async def add_scan_page(self, token: str, next_cursor: int, ids: Sequence[str]) -> None:
         keys = self.keys
-        async with _translated("writing the snapshot"):
+        async with translated("writing the snapshot"):
             result = await self._scan_page(
                 keys=[keys.owner, keys.seen, keys.ids, keys.scan],
                 args=[token, str(next_cursor), self._state_ttl_s, *ids],
@@ -414,7 +414,7 @@ class BatchStore:
         self._fenced_check(result, -1)
 
     async def snapshot_size(self) -> int:
-        async with _translated("reading the snapshot"):
+        async with translated("reading the snapshot"):
             return int(await self._client.llen(self.keys.ids))
 
     # -- features -------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ class BatchStore:
         """The ids at snapshot positions [start, stop) and their features as CSV text, one
         line per id (fields in order, empty where the hash has none)."""
         keys, step = [self.keys.ids], READ_KEYS_PER_CALL
-        async with _translated("reading features"):
+        async with translated("reading features"):
             parts = await asyncio.gather(
                 *(
                     self._read(keys=keys, args=[i, min(i + step, stop) - 1, key_prefix, *fields])
@@ -440,7 +440,7 @@ class BatchStore:
         self, keys: Sequence[bytes], fields: Sequence[str]
     ) -> list[list[bytes | None]]:
         """Pipelined HMGET: the slow, literal path for values the CSV reply cannot carry."""
-        async with _translated("reading features"):
+        async with translated("reading features"):
             pipe = self._client.pipeline(transaction=False)
             for key in keys:
                 pipe.hmget(key, fields)

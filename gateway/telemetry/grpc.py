@@ -135,7 +135,7 @@ class _Admission:
 _admission: ContextVar[_Admission | None] = ContextVar("gateway_grpc_admission", default=None)
 
 
-class RefusalCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc: no stubs
+class RefusalCounter(UnaryWrapInterceptor):
     """Counts calls refused by grpc's ``maximum_concurrent_rpcs`` as shed (``Overloaded``).
 
     grpc.aio decides the refusal when a call arrives but applies it only after resolving the
@@ -148,32 +148,23 @@ class RefusalCounter(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc:
     with ``model=""`` (the request was never read); health and reflection calls are not.
     """
 
-    def __init__(self, service_name: str) -> None:
-        self._prefix = f"/{service_name}/"
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+    def rebuild(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            handler.unary_unary,
+            request_deserializer=_noting_read(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        handler = await super().intercept_service(continuation, handler_call_details)
         method: str = handler_call_details.method
-        handler = self._handlers.get(method)
-        if handler is None:
-            handler = await continuation(handler_call_details)
-            if (
-                handler is None
-                or handler.unary_unary is None
-                or not method.startswith(self._prefix)
-            ):
-                return handler
-            handler = self._handlers[method] = grpc.unary_unary_rpc_method_handler(
-                handler.unary_unary,
-                request_deserializer=_noting_read(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
         task = asyncio.current_task()
-        if task is not None:  # the call's own task: the deserializer runs in it too
+        # Only the Gateway service's own calls (the ones rebuilt above) are noted.
+        if task is not None and method in self._wrapped:  # the deserializer runs in this task
             admission = _Admission(method)
             _admission.set(admission)
             task.add_done_callback(admission.done)

@@ -105,6 +105,30 @@ def wait_for_chunks(
     assert process.poll() is None, log.read_text()[-3000:]
 
 
+def kill_mid_run(
+    stack: dict[str, str], kv: redis.Redis, args: list[str], counts: str, tmp_path: Path
+) -> int:
+    """Start ``batch-score`` with ``args``, SIGKILL it once chunks are committed; returns how
+    many entities its committed chunks scored."""
+    log = tmp_path / "first-run.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
+            env=process_env(stack),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_chunks(kv, counts, 60, process, log)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    return int(kv.hget(counts, "scored") or 0)
+
+
 def batch_score(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
     capsys.readouterr()
     status = main(["batch-score", "--model", "fraud_scorer", "--json", "--progress", "off", *args])
@@ -369,25 +393,7 @@ def test_crash_and_resume_scores_every_entity_exactly_once(
     path = tmp_path / "cards.parquet"
     pq.write_table(table, path)
     args = ["--source", str(path), "--batch-size", str(batch), "--job-id", "crash-test"]
-    counts = "gw:batch:crash-test:0-of-1:counts"
-    log = tmp_path / "first-run.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
-            env=process_env(stack),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_chunks(kv, counts, 60, process, log)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-    assert process.returncode == -signal.SIGKILL
-
-    committed = int(kv.hget(counts, "scored") or 0)
+    committed = kill_mid_run(stack, kv, args, "gw:batch:crash-test:0-of-1:counts", tmp_path)
     assert 0 < committed < n, "the job was not killed mid-run"
     assert committed % batch == 0  # whole chunks only
     assert prediction_count(kv) == committed  # nothing half-written, nothing unrecorded
@@ -660,24 +666,7 @@ def test_crash_and_resume_on_an_index_snapshot_scores_every_entity_exactly_once(
     n, batch = 100_000, 256
     ids = load_indexed(kv, n, seed=10)
     args = ["--source", "feature-store", "--batch-size", str(batch), "--job-id", "fs-crash"]
-    counts = "gw:batch:fs-crash:0-of-1:counts"
-    log = tmp_path / "first-run.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "batch-score", "--model", "fraud_scorer", *args],
-            env=process_env(stack),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for_chunks(kv, counts, 60, process, log)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait()
-
-    committed = int(kv.hget(counts, "scored") or 0)
+    committed = kill_mid_run(stack, kv, args, "gw:batch:fs-crash:0-of-1:counts", tmp_path)
     assert 0 < committed < n, "the job was not killed mid-run"
     assert committed % batch == 0  # whole chunks only
     assert prediction_count(kv) == committed
