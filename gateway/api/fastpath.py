@@ -20,6 +20,7 @@ the app's exception handler does for every other route. Every other request goes
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
@@ -33,6 +34,10 @@ from gateway.guard import Guard
 from gateway.telemetry.http import HttpTelemetry
 
 log = logging.getLogger(__name__)
+
+Header = tuple[bytes, bytes]
+Respond = Callable[[int, list[Header], bytes], Awaitable[None]]
+"""Sends the whole answer: status, headers and body."""
 
 PREDICT_ROUTE = "POST /v1/models/{model}/predict"
 """The route label, exactly as FastAPI's router would give it."""
@@ -48,11 +53,22 @@ class PredictFastPath:
     def __init__(self, *, guard: Guard, telemetry: HttpTelemetry, max_body_bytes: int) -> None:
         self._guard = guard
         self._telemetry = telemetry
-        self._max_body_bytes = max_body_bytes
+        self.max_body_bytes = max_body_bytes
         # The shed answer is built once: shedding must stay cheap when it matters most.
         self._shed = problem_answer(guard.overloaded())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
+        """Serve over ASGI (any server, the test clients included)."""
+
+        async def respond(status: int, headers: list[Header], body: bytes) -> None:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.serve(scope, receive, model, respond)
+
+    async def serve(self, scope: Scope, receive: Receive, model: str, respond: Respond) -> None:
+        """Answer one predict request through ``respond``; uvicorn's workers call this
+        directly from :class:`~gateway.api.http_protocol.GatewayHttpProtocol`."""
         telemetry = self._telemetry
         tracked = telemetry.start(scope)
         answer: Answer | None = None
@@ -64,14 +80,7 @@ class PredictFastPath:
                 # The traceback goes to the server log only; the client gets an opaque 500.
                 log.exception("unhandled error", extra={"path": scope["path"]})
                 raised, answer = error, _UNHANDLED
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": answer.status,
-                    "headers": [*answer.headers, tracked.server_timing()],
-                }
-            )
-            await send({"type": "http.response.body", "body": answer.body})
+            await respond(answer.status, [*answer.headers, tracked.server_timing()], answer.body)
         except BaseException as error:  # cancelled mid-answer: recorded, then re-raised
             raised = error
             raise
@@ -93,7 +102,7 @@ class PredictFastPath:
                 return problem_answer(error)
             current_principal.set(principal)  # the request's own task: nothing to reset
             service = scope["state"]["service"]
-            return await answer_predict(service, model, headers, receive, self._max_body_bytes)
+            return await answer_predict(service, model, headers, receive, self.max_body_bytes)
         finally:
             guard.in_flight.release()
 
@@ -102,7 +111,12 @@ def predict_model(scope: Scope) -> str | None:
     """The model of a ``POST /v1/models/{model}/predict`` request, else None."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return None
-    parts: list[str] = scope["path"].split("/")
+    return predict_path_model(scope["path"])
+
+
+def predict_path_model(path: str) -> str | None:
+    """The model of a ``/v1/models/{model}/predict`` path, else None."""
+    parts = path.split("/")
     # ["", "v1", "models", model, "predict"], exactly as the router's pattern matches it.
     if len(parts) != 5 or parts[1:3] != ["v1", "models"] or parts[4] != "predict" or not parts[3]:
         return None

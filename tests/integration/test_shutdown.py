@@ -175,6 +175,9 @@ def test_sigterm_during_load_drains_in_flight_requests_and_exits_0(
         held = [HeldRequest(gateway.port, PREDICT, BODY, slow) for _ in range(3)]
         # Each held request took a token in the guard: all three are in flight in the app.
         wait_until(lambda: float(kv.hget(BUCKET_PREFIX + held_client, "tokens") or 3) < 0.5)
+        # And one the predict fast path takes: its body is not in yet, so nothing has run.
+        loader = {"X-API-Key": load_key, "X-Request-Timeout-Ms": "30000"}
+        held.append(HeldRequest(gateway.port, PREDICT, BODY, loader, admitted_at_headers=False))
         with Load(gateway, rest=4, rpc=4) as load:
             wait_until(lambda: load.outcomes["rest:ok"] > 20 and load.outcomes["grpc:ok"] > 20)
             assert gateway.pid is not None
