@@ -38,7 +38,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.gateway_process import GatewayProcess
-from devstack.otlp_sink import OtlpSink
+from devstack.otlp_sink import OtlpSink, ReceivedSpan
 from devstack.redis_server import RedisServer
 from gateway.app import create_app
 from gateway.config import AuthSettings, RedisSettings, Settings, TritonSettings
@@ -283,26 +283,52 @@ async def test_a_batch_is_one_triton_span_with_the_batch_size(
     assert triton.attributes["triton.batch_size"] == 3  # type: ignore[index]
 
 
+async def traced_by_triton(
+    gateway: TracedGateway, sink: OtlpSink, triton: TritonServer, first: str | None = None
+) -> tuple[ReadableSpan, list[ReceivedSpan]]:
+    """A sampled miss (after ``first``, an extra traceparent sent just before it, if given):
+    the gateway's Triton call span and the spans Triton exported for its trace.
+
+    Triton 2.51's OTLP/HTTP exporter has now and then not delivered the spans of one request
+    here (about 1 module run in 15; the gateway's side of that trace was complete and Triton
+    had exported every request before it). A lost export says nothing about propagation, which
+    is what these tests check, so up to 3 fresh traces are tried: broken propagation fails all
+    three, and the last failure carries Triton's log.
+    """
+    for attempt in range(3):
+        header, trace_id, _ = traceparent(sampled=True)
+        async with httpx.AsyncClient(base_url=gateway.url) as client:
+            for h in (first, header) if first else (header,):
+                response = await client.post(
+                    PREDICT,
+                    json={"entity_id": f"obs-prop-{uuid.uuid4().hex[:8]}", "features": AMOUNT},
+                    headers={"traceparent": h, **GENEROUS_DEADLINE},
+                )
+                assert response.status_code == 200
+        (triton_call,) = [
+            s
+            for s in await gateway.wait_for_trace(trace_id, {"triton.infer"})
+            if s.name == "triton.infer"
+        ]
+        try:
+            received = sink.wait_for(
+                lambda spans, t=trace_id: any(s.trace_id == t for s in spans), timeout_s=5
+            )
+        except AssertionError:
+            if attempt == 2:
+                raise AssertionError(
+                    f"Triton exported no span of 3 sampled traces (last {trace_id}); "
+                    f"Triton's log:\n{triton.log_tail()}"
+                ) from None
+            continue
+        return triton_call, [s for s in received if s.trace_id == trace_id]
+    raise AssertionError("unreachable")
+
+
 async def test_a_sampled_context_reaches_triton_as_the_parent_of_its_spans(
-    traced_gateway: TracedGateway, triton_sink: OtlpSink
+    traced_gateway: TracedGateway, triton_sink: OtlpSink, traced_triton: TritonServer
 ) -> None:
-    header, trace_id, _ = traceparent(sampled=True)
-    async with httpx.AsyncClient(base_url=traced_gateway.url) as client:
-        response = await client.post(
-            PREDICT,
-            json={"entity_id": f"obs-prop-{uuid.uuid4().hex[:8]}", "features": AMOUNT},
-            headers={"traceparent": header, **GENEROUS_DEADLINE},
-        )
-    assert response.status_code == 200
-    (triton_call,) = [
-        s
-        for s in await traced_gateway.wait_for_trace(trace_id, {"triton.infer"})
-        if s.name == "triton.infer"
-    ]
-    received = triton_sink.wait_for(
-        lambda spans: any(s.trace_id == trace_id for s in spans), timeout_s=15
-    )
-    in_triton = [s for s in received if s.trace_id == trace_id]
+    triton_call, in_triton = await traced_by_triton(traced_gateway, triton_sink, traced_triton)
     assert {s.service for s in in_triton} == {"triton-inference-server"}
     # Triton's top-level span hangs under the gateway's Triton call span.
     top = [s for s in in_triton if s.parent_span_id == f"{triton_call.context.span_id:016x}"]
@@ -310,21 +336,12 @@ async def test_a_sampled_context_reaches_triton_as_the_parent_of_its_spans(
 
 
 async def test_an_unsampled_context_is_not_passed_to_triton(
-    traced_gateway: TracedGateway, triton_sink: OtlpSink
+    traced_gateway: TracedGateway, triton_sink: OtlpSink, traced_triton: TritonServer
 ) -> None:
     unsampled, unsampled_trace, _ = traceparent(sampled=False)
-    sampled, sampled_trace, _ = traceparent(sampled=True)
-    async with httpx.AsyncClient(base_url=traced_gateway.url) as client:
-        for header in (unsampled, sampled):  # the sampled one second: proof Triton exported
-            response = await client.post(
-                PREDICT,
-                json={"entity_id": f"obs-unsampled-{uuid.uuid4().hex[:8]}", "features": AMOUNT},
-                headers={"traceparent": header, **GENEROUS_DEADLINE},
-            )
-            assert response.status_code == 200
-    triton_sink.wait_for(
-        lambda spans: any(s.trace_id == sampled_trace for s in spans), timeout_s=15
-    )
+    # The sampled one goes second: Triton's export of it proves the unsampled one would have
+    # been exported by then had Triton traced it.
+    await traced_by_triton(traced_gateway, triton_sink, traced_triton, first=unsampled)
     # Triton traces every request with a valid context, sampled or not: none must have gone.
     assert not [s for s in triton_sink.spans() if s.trace_id == unsampled_trace]
     assert not traced_gateway.trace(unsampled_trace)  # the gateway honoured "not sampled"
