@@ -44,10 +44,13 @@ log = logging.getLogger(__name__)
 class _PredictCycle(RequestResponseCycle):
     """A predict request in flight: the state uvicorn's protocol reads from its cycle.
 
-    ``shutdown`` clears ``keep_alive``, ``connection_lost`` sets ``disconnected`` and the
-    event, and a pipelined request waits until ``response_complete``; there is no ASGI
-    ``receive``/``send`` pair, so the base initialiser (which sets those up) is not run.
+    ``shutdown`` clears ``keep_alive``, ``connection_lost`` sets ``disconnected`` (and sets
+    ``message_event``, which nothing here waits on, so every cycle shares one), and a pipelined
+    request waits until ``response_complete``; there is no ASGI ``receive``/``send`` pair, so
+    the base initialiser (which sets those up) is not run.
     """
+
+    message_event = asyncio.Event()
 
     def __init__(
         self, scope: Any, fast_path: PredictFastPath, model: str, keep_alive: bool
@@ -60,7 +63,6 @@ class _PredictCycle(RequestResponseCycle):
         self.response_complete = False
         self.more_body = True
         self.body = bytearray()
-        self.message_event = asyncio.Event()
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -177,9 +179,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if cycle.disconnected:
             return
         parts = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            parts += (name, b": ", value, b"\r\n")
-        for name, value in headers:
+        for name, value in (*self.server_state.default_headers, *headers):
             parts += (name, b": ", value, b"\r\n")
         if not cycle.keep_alive:
             parts.append(b"connection: close\r\n")
@@ -196,7 +196,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 status,
             )
         cycle.response_complete = True
-        cycle.message_event.set()
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()
