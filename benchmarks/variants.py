@@ -4,7 +4,9 @@ Each variant is a git ref (checked out into a temporary worktree) plus environme
 All variants run against the same Redis and Triton (response cache off), one gateway process
 (1 uvicorn worker) at a time, in alternating rounds so that drift of a shared machine hits
 every variant alike. Per variant and path (miss = ``cache: bypass``, hit = pre-warmed cache):
-``wrk -t2 -c32`` throughput and gateway CPU ms/request from ``/proc``; medians over rounds.
+``wrk -t2 -c32`` throughput and gateway CPU ms/request from ``/proc``; with ``--rate`` also the
+gateway CPU ms/request, p50 and p99 at that fixed open-loop rate (``benchmarks/openloop.py``),
+where requests rarely share a Redis or Triton call; medians over rounds.
 
     python -m benchmarks.variants --rounds 3 \\
         --variant "before=3b1777f" --variant "no-tick-batching=HEAD:GATEWAY_TICK_BATCHING=false" \\
@@ -34,6 +36,7 @@ from benchmarks.run import (
     gateway_lua,
     load_demo,
     prewarm,
+    run_openloop,
     run_wrk,
     without_queue_policy,
 )
@@ -43,6 +46,7 @@ from triton_launcher.launcher import TritonServer
 
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = {"miss": (10_000, ',"cache":"bypass"'), "hit": (2_000, "")}
+OPENLOOP_KIND = {"miss": "bypass", "hit": "hit"}
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Variant:
     tree: Path | None = None
     results: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """path -> [(req/s, CPU ms/request)] per round."""
+    fixed: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
+    """path -> [(CPU ms/request, p50 ms, p99 ms)] per round at ``--rate``."""
 
 
 def parse_variant(text: str) -> Variant:
@@ -103,11 +109,27 @@ def measure(variant: Variant, redis_url: str, triton_url: str, args: argparse.Na
                 cpu_ms = (cpu1 - cpu0) / max(out["requests"], 1) * 1000
                 variant.results.setdefault(path, []).append((out["rps"], cpu_ms))
                 print(f"  {variant.name:>18} {path}: {out['rps']:8.0f} req/s {cpu_ms:.3f} ms")
+                if args.rate:
+                    time.sleep(0.3)
+                    cpu0 = cpu_seconds([gateway.pid])
+                    fixed = run_openloop(
+                        gateway.url, OPENLOOP_KIND[path], args.rate, args.duration, gateway.api_key
+                    )
+                    cpu1 = cpu_seconds([gateway.pid])
+                    if fixed["errors"]:
+                        raise RuntimeError(f"{variant.name} {path} @{args.rate:g}/s: {fixed}")
+                    cpu_ms = (cpu1 - cpu0) / max(fixed["requests"], 1) * 1000
+                    row = (cpu_ms, fixed["p50_ms"], fixed["p99_ms"])
+                    variant.fixed.setdefault(path, []).append(row)
+                    print(
+                        f"  {variant.name:>18} {path} @{args.rate:g}/s: {cpu_ms:.3f} ms CPU, "
+                        f"p50 {row[1]:.2f} ms, p99 {row[2]:.2f} ms"
+                    )
         finally:
             shutil.rmtree(lua_dir, ignore_errors=True)
 
 
-def report(variants: list[Variant], rounds: int) -> str:
+def report(variants: list[Variant], rounds: int, rate: float) -> str:
     base = variants[0]
     lines = [
         f"Medians of {rounds} alternating rounds; ratios against `{base.name}`.",
@@ -129,6 +151,29 @@ def report(variants: list[Variant], rounds: int) -> str:
             f"| {median(v, 'miss', 1) / median(base, 'miss', 1):.2f}x "
             f"| {median(v, 'hit', 1) / median(base, 'hit', 1):.2f}x |"
         )
+    if rate:
+        lines += [
+            "",
+            f"At a fixed {rate:g} req/s (open loop; gateway CPU per request, latency from the "
+            "scheduled send time):",
+            "",
+            "| variant | miss CPU ms/req | miss p50 / p99 ms | hit CPU ms/req | hit p50 / p99 ms "
+            "| miss CPU vs first | hit CPU vs first |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+
+        def fixed(v: Variant, path: str, i: int) -> float:
+            return statistics.median(r[i] for r in v.fixed[path])
+
+        for v in variants:
+            lines.append(
+                f"| {v.name} | {fixed(v, 'miss', 0):.3f} "
+                f"| {fixed(v, 'miss', 1):.2f} / {fixed(v, 'miss', 2):.2f} "
+                f"| {fixed(v, 'hit', 0):.3f} "
+                f"| {fixed(v, 'hit', 1):.2f} / {fixed(v, 'hit', 2):.2f} "
+                f"| {fixed(v, 'miss', 0) / fixed(base, 'miss', 0):.2f}x "
+                f"| {fixed(v, 'hit', 0) / fixed(base, 'hit', 0):.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=6)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="also measure each path at this fixed open-loop rate (req/s; 0: skip)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -159,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {r + 1}/{args.rounds}", flush=True)
             for v in variants:
                 measure(v, redis.url, triton.grpc_url, args)
-        table = report(variants, args.rounds)
+        table = report(variants, args.rounds, args.rate)
         print(table)
         if args.out is not None:
             args.out.write_text(table)

@@ -1,7 +1,11 @@
-"""TritonClient: the gateway's only tritonclient user.
+"""TritonClient: the gateway's only client of Triton's gRPC API.
 
-One gRPC channel per process, opened in the app lifespan. Errors are translated by gRPC
-status code (never by message text) into the gateway's error tree.
+One gRPC channel per process, opened in the app lifespan. Calls go straight to the
+``GRPCInferenceService`` stub with the protobuf messages of tritonclient's package, not
+through ``tritonclient.grpc.aio.InferenceServerClient``: its per-call Python (``InferInput``,
+``InferRequestedOutput``, request assembly, ``InferResult``, error re-raising) was a
+measurable part of every real-time miss (docs/measurements.md). Errors are translated by gRPC
+status code into the gateway's error tree.
 """
 
 from __future__ import annotations
@@ -11,11 +15,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import grpc
 import numpy as np
 import numpy.typing as npt
-from tritonclient.grpc import InferInput, InferRequestedOutput
-from tritonclient.grpc.aio import InferenceServerClient
-from tritonclient.utils import InferenceServerException
+from google.protobuf import json_format
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
 from gateway.breaker import CircuitBreaker
 from gateway.config import TritonSettings
@@ -25,17 +30,18 @@ from gateway.telemetry.calls import triton_call
 
 _UNAVAILABLE = frozenset(
     {
-        "StatusCode.UNAVAILABLE",
-        "StatusCode.NOT_FOUND",
-        "StatusCode.RESOURCE_EXHAUSTED",
-        "StatusCode.CANCELLED",
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
     }
 )
-_DATATYPES = {
+_DATATYPES: dict[np.dtype[Any], str] = {
     np.dtype(np.float32): "FP32",
     np.dtype(np.float64): "FP64",
     np.dtype(np.float16): "FP16",
 }
+_NUMPY_TYPES: dict[str, np.dtype[Any]] = {name: dtype for dtype, name in _DATATYPES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,9 @@ class TritonClient:
         self.breaker = CircuitBreaker(
             "triton", failure_threshold=settings.breaker_failures, open_s=settings.breaker_open_s
         )
-        self._client = InferenceServerClient(url=settings.url, channel_args=_channel_args(settings))
+        self._channel = grpc.aio.insecure_channel(settings.url, options=_channel_args(settings))
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+        self._outputs: dict[str, list[pb.ModelInferRequest.InferRequestedOutputTensor]] = {}
 
     async def __aenter__(self) -> TritonClient:
         return self
@@ -65,31 +73,39 @@ class TritonClient:
         await self.close()
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._channel.close()
 
     async def model_ready(self, name: str, version: str = "") -> bool:
         try:
-            return bool(
-                await self._client.is_model_ready(
-                    name, version, client_timeout=self._settings.timeout_s
-                )
+            reply = await self._stub.ModelReady(
+                pb.ModelReadyRequest(name=name, version=version),
+                timeout=self._settings.timeout_s,
             )
-        except InferenceServerException:
+        except grpc.RpcError:
             return False
+        return bool(reply.ready)
 
     async def model_metadata(self, name: str, version: str = "") -> dict[str, Any]:
-        """Triton's metadata (JSON form) with the model config under ``"config"``."""
+        """Triton's metadata (JSON form, proto field names) with the model config under
+        ``"config"``."""
         try:
-            result = await self._client.get_model_metadata(
-                name, version, as_json=True, client_timeout=self._settings.timeout_s
+            metadata = await self._stub.ModelMetadata(
+                pb.ModelMetadataRequest(name=name, version=version),
+                timeout=self._settings.timeout_s,
             )
-            config = await self._client.get_model_config(
-                name, version, as_json=True, client_timeout=self._settings.timeout_s
+            config = await self._stub.ModelConfig(
+                pb.ModelConfigRequest(name=name, version=version),
+                timeout=self._settings.timeout_s,
             )
-        except InferenceServerException as e:
-            raise _translate(e) from e
-        result["config"] = config["config"]
-        return dict(result)
+        except grpc.aio.AioRpcError as e:
+            raise _translate(e.code(), e.details()) from e
+        result: dict[str, Any] = json_format.MessageToDict(
+            metadata, preserving_proto_field_name=True
+        )
+        result["config"] = json_format.MessageToDict(
+            config.config, preserving_proto_field_name=True
+        )
+        return result
 
     async def infer(
         self,
@@ -104,30 +120,36 @@ class TritonClient:
             unavailable = InferenceUnavailable("inference server failing: circuit open")
             unavailable.retry_after_s = max(1, math.ceil(breaker.retry_after_s))
             raise unavailable
-        tensor = InferInput(spec.input_name, list(rows.shape), _DATATYPES[rows.dtype])
-        tensor.set_data_from_numpy(rows)
-        outputs = [InferRequestedOutput(o.name) for o in spec.outputs]
         budget_s = (
             self._settings.timeout_s
             if timeout_s is None
             else min(timeout_s, self._settings.timeout_s)
         )
-        with triton_call(spec.name, spec.triton_name, version, len(rows)) as call:
-            try:
-                response = await self._client.infer(
-                    spec.triton_name,
-                    [tensor],
-                    model_version=version,
-                    outputs=outputs,
-                    client_timeout=budget_s,
-                    # Triton's gRPC frontend ignores the gRPC deadline; this per-request
-                    # timeout (µs) lets its queue policy drop a request nobody waits for.
-                    timeout=max(1, int(budget_s * 1_000_000)),
-                    # traceparent only when this call's span is sampled (else None).
-                    headers=call.headers,
+        request = pb.ModelInferRequest(
+            model_name=spec.triton_name,
+            model_version=version,
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name=spec.input_name, datatype=_DATATYPES[rows.dtype], shape=rows.shape
                 )
-            except InferenceServerException as e:
-                error = _translate(e)
+            ],
+            outputs=self._requested_outputs(spec),
+            raw_input_contents=[rows.tobytes()],
+        )
+        # Triton's gRPC frontend ignores the gRPC deadline; this per-request timeout (µs)
+        # lets its queue policy drop a request nobody waits for.
+        request.parameters["timeout"].int64_param = max(1, int(budget_s * 1_000_000))
+        with triton_call(spec.name, spec.triton_name, version, len(rows)) as call:
+            # traceparent only when this call's span is sampled (else None).
+            headers = call.headers
+            try:
+                response = await self._stub.ModelInfer(
+                    request,
+                    timeout=budget_s,
+                    metadata=tuple(headers.items()) if headers else None,
+                )
+            except grpc.aio.AioRpcError as e:
+                error = _translate(e.code(), e.details())
                 if not isinstance(error, InferenceFailed):
                     breaker.record_failure()
                 raise error from e
@@ -136,12 +158,45 @@ class TritonClient:
                 # but a half-open probe must not stay claimed forever.
                 breaker.release_probe()
                 raise
+            try:
+                scores = _scores(response, spec, len(rows))
+            except ValueError as e:
+                # Triton answered, but not with the outputs the spec declares: not a failure
+                # of the server's health (no breaker count), a model/spec mismatch.
+                breaker.record_success()
+                raise InferenceFailed("inference server answered with unexpected outputs") from e
         breaker.record_success()
-        columns = [response.as_numpy(o.name).reshape(len(rows)) for o in spec.outputs]
-        scores = columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
-        return InferenceResult(
-            scores=scores, model_version=response.get_response().model_version or version
-        )
+        return InferenceResult(scores=scores, model_version=response.model_version or version)
+
+    def _requested_outputs(
+        self, spec: ModelSpec
+    ) -> list[pb.ModelInferRequest.InferRequestedOutputTensor]:
+        outputs = self._outputs.get(spec.name)
+        if outputs is None:
+            outputs = self._outputs[spec.name] = [
+                pb.ModelInferRequest.InferRequestedOutputTensor(name=o.name) for o in spec.outputs
+            ]
+        return outputs
+
+
+def _scores(
+    response: pb.ModelInferResponse, spec: ModelSpec, n_rows: int
+) -> npt.NDArray[np.floating[Any]]:
+    """[rows, outputs] in spec order from the response's raw (binary) output contents."""
+    by_name = {
+        output.name: (output.datatype, raw)
+        for output, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+    }
+    columns = []
+    for output in spec.outputs:
+        if output.name not in by_name:
+            raise ValueError(f"output {output.name!r} missing from Triton's answer")
+        datatype, raw = by_name[output.name]
+        dtype = _NUMPY_TYPES.get(datatype)
+        if dtype is None:
+            raise ValueError(f"output {output.name!r} has datatype {datatype}")
+        columns.append(np.frombuffer(raw, dtype=dtype).reshape(n_rows))
+    return columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
 
 
 def _channel_args(settings: TritonSettings) -> list[tuple[str, int]]:
@@ -161,11 +216,10 @@ def _channel_args(settings: TritonSettings) -> list[tuple[str, int]]:
     ]
 
 
-def _translate(error: InferenceServerException) -> GatewayError:
-    status = error.status() or ""
-    if status == "StatusCode.DEADLINE_EXCEEDED":
+def _translate(status: grpc.StatusCode, message: str | None) -> GatewayError:
+    if status == grpc.StatusCode.DEADLINE_EXCEEDED:
         return InferenceTimeout("inference deadline exceeded")
-    if status == "StatusCode.UNAVAILABLE" and "timeout" in (error.message() or "").lower():
+    if status == grpc.StatusCode.UNAVAILABLE and "timeout" in (message or "").lower():
         # Triton's queue policy rejected a request whose per-request timeout expired.
         return InferenceTimeout("inference deadline exceeded in Triton's queue")
     if status in _UNAVAILABLE:
