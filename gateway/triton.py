@@ -59,7 +59,7 @@ class TritonClient:
         )
         self._channel = grpc.aio.insecure_channel(settings.url, options=_channel_args(settings))
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
-        self._outputs: dict[str, list[pb.ModelInferRequest.InferRequestedOutputTensor]] = {}
+        self._outputs: dict[str, _Outputs] = {}
 
     async def __aenter__(self) -> TritonClient:
         return self
@@ -125,6 +125,9 @@ class TritonClient:
             if timeout_s is None
             else min(timeout_s, self._settings.timeout_s)
         )
+        outputs = self._outputs.get(spec.name) or self._outputs.setdefault(
+            spec.name, _Outputs.of(spec)
+        )
         request = pb.ModelInferRequest(
             model_name=spec.triton_name,
             model_version=version,
@@ -133,7 +136,7 @@ class TritonClient:
                     name=spec.input_name, datatype=_DATATYPES[rows.dtype], shape=rows.shape
                 )
             ],
-            outputs=self._requested_outputs(spec),
+            outputs=outputs.requested,
             raw_input_contents=[rows.tobytes()],
         )
         # Triton's gRPC frontend ignores the gRPC deadline; this per-request timeout (µs)
@@ -159,7 +162,7 @@ class TritonClient:
                 breaker.release_probe()
                 raise
             try:
-                scores = _scores(response, spec, len(rows))
+                scores = _scores(response, outputs.names, len(rows))
             except ValueError as e:
                 # Triton answered, but not with the outputs the spec declares: not a failure
                 # of the server's health (no breaker count), a model/spec mismatch.
@@ -168,33 +171,42 @@ class TritonClient:
         breaker.record_success()
         return InferenceResult(scores=scores, model_version=response.model_version or version)
 
-    def _requested_outputs(
-        self, spec: ModelSpec
-    ) -> list[pb.ModelInferRequest.InferRequestedOutputTensor]:
-        outputs = self._outputs.get(spec.name)
-        if outputs is None:
-            outputs = self._outputs[spec.name] = [
-                pb.ModelInferRequest.InferRequestedOutputTensor(name=o.name) for o in spec.outputs
-            ]
-        return outputs
+
+@dataclass(frozen=True, slots=True)
+class _Outputs:
+    """A model's outputs in spec order, and the same as request messages (built once)."""
+
+    names: tuple[str, ...]
+    requested: tuple[pb.ModelInferRequest.InferRequestedOutputTensor, ...]
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> _Outputs:
+        names = tuple(o.name for o in spec.outputs)
+        return cls(
+            names, tuple(pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in names)
+        )
 
 
 def _scores(
-    response: pb.ModelInferResponse, spec: ModelSpec, n_rows: int
+    response: pb.ModelInferResponse, names: tuple[str, ...], n_rows: int
 ) -> npt.NDArray[np.floating[Any]]:
-    """[rows, outputs] in spec order from the response's raw (binary) output contents."""
+    """[rows, outputs] in ``names`` order from the response's raw (binary) output contents."""
+    if len(response.raw_output_contents) != len(response.outputs):
+        raise ValueError("Triton's answer has no raw contents for some output")
     by_name = {
         output.name: (output.datatype, raw)
         for output, raw in zip(response.outputs, response.raw_output_contents, strict=True)
     }
     columns = []
-    for output in spec.outputs:
-        if output.name not in by_name:
-            raise ValueError(f"output {output.name!r} missing from Triton's answer")
-        datatype, raw = by_name[output.name]
+    for name in names:
+        if name not in by_name:
+            raise ValueError(f"output {name!r} missing from Triton's answer")
+        datatype, raw = by_name[name]
         dtype = _NUMPY_TYPES.get(datatype)
         if dtype is None:
-            raise ValueError(f"output {output.name!r} has datatype {datatype}")
+            raise ValueError(f"output {name!r} has datatype {datatype}")
+        if len(raw) != n_rows * dtype.itemsize:
+            raise ValueError(f"output {name!r} holds {len(raw)} bytes for {n_rows} rows")
         columns.append(np.frombuffer(raw, dtype=dtype).reshape(n_rows))
     return columns[0][:, None] if len(columns) == 1 else np.stack(columns, axis=1)
 
