@@ -1,10 +1,11 @@
 """``python -m benchmarks.triton_call_cost``: what one call to Triton costs the calling process.
 
 Starts Triton (response cache off, no queue policy, as ``benchmarks.run``) and, in this one
-process, makes ``--calls`` single-row inference calls one after another with each client,
-in alternating rounds: back to back, and with a ``--gap-ms`` pause after each call (the
-regime of a gateway at a moderate rate, where a miss rarely shares its Triton call and the
-process sleeps between requests). Reports the median over rounds of the client process's CPU
+process, makes ``--calls`` single-row inference calls with each client (one after another,
+or from ``--in-flight`` concurrent callers), in alternating rounds: back to back, and (one
+caller only) with a ``--gap-ms`` pause after each call (the regime of a gateway at a moderate
+rate, where a miss rarely shares its Triton call and the process sleeps between requests).
+Reports the median over rounds of the client process's CPU
 per call (``time.process_time()``: every thread of this process, gRPC's included) and of the
 median call latency. The pause itself costs CPU (a timer and a wake-up); ``sleep only``
 measures that, so subtract it to compare.
@@ -14,7 +15,8 @@ Clients:
 * ``tritonclient aio``: ``tritonclient.grpc.aio.InferenceServerClient.infer``;
 * ``grpc.aio unary``: the ``GRPCInferenceService`` stub's ``ModelInfer`` (what the gateway
   uses, ``gateway/triton.py``);
-* ``grpc.aio stream``: one ``ModelStreamInfer`` stream, one message each way per call;
+* ``grpc.aio stream``: one ``ModelStreamInfer`` stream shared by the callers, writes one at a
+  time, a reader task handing each answer to its caller by request id;
 * ``HTTP/1.1``: Triton's KServe v2 endpoint over one keep-alive connection (asyncio streams),
   tensors in the binary extension.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -93,13 +96,28 @@ async def grpc_unary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
 
 async def grpc_stream(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """As the gateway would have to use a stream: writes one at a time (gRPC allows one send
+    in flight per call), a reader task handing each answer to its caller by request id."""
     channel = grpc.aio.insecure_channel(url)
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     stream = stub.ModelStreamInfer()
+    write_lock = asyncio.Lock()
+    waiting: dict[str, asyncio.Future[pb.ModelStreamInferResponse]] = {}
+    ids = itertools.count()
+
+    async def read() -> None:
+        async for reply in stream:
+            waiting.pop(reply.infer_response.id).set_result(reply)
+
+    reader = asyncio.create_task(read())
 
     async def call(rows: np.ndarray) -> float:
-        await stream.write(pb_request(rows))
-        reply = await stream.read()
+        request = pb_request(rows)
+        request.id = str(next(ids))
+        answer = waiting[request.id] = asyncio.get_running_loop().create_future()
+        async with write_lock:
+            await stream.write(request)
+        reply = await answer
         if reply.error_message:
             raise RuntimeError(reply.error_message)
         raw = reply.infer_response.raw_output_contents[0]
@@ -107,14 +125,17 @@ async def grpc_stream(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
     async def close() -> None:
         await stream.done_writing()
+        reader.cancel()
         await channel.close()
 
     return call, close
 
 
 async def http_binary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """One keep-alive connection per caller in flight (HTTP/1.1 has no multiplexing)."""
     parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    opened: list[asyncio.StreamWriter] = []
     header = json.dumps(
         {
             "inputs": [
@@ -135,6 +156,11 @@ async def http_binary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     ).encode() + header
 
     async def call(rows: np.ndarray) -> float:
+        if idle:
+            reader, writer = idle.pop()
+        else:
+            reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            opened.append(writer)
         writer.write(head + rows.tobytes())
         status_and_headers = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
         fields = {
@@ -144,13 +170,15 @@ async def http_binary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
             )
         }
         body = await reader.readexactly(int(fields["content-length"]))
+        idle.append((reader, writer))
         if not status_and_headers.startswith("HTTP/1.1 200"):
             raise RuntimeError(body.decode(errors="replace"))
         offset = int(fields["inference-header-content-length"])
         return float(np.frombuffer(body[offset : offset + 4], dtype=np.float32)[0])
 
     async def close() -> None:
-        writer.close()
+        for writer in opened:
+            writer.close()
 
     return call, close
 
@@ -160,20 +188,25 @@ async def measure(
     url: str,
     calls: int,
     gap_s: float,
+    in_flight: int,
 ) -> tuple[float, float]:
-    """(CPU ms per call, median latency ms)."""
+    """(CPU ms per call, median latency ms); ``in_flight`` callers share the client."""
     call, close = await make(url)
-    try:
-        for i in range(50):  # connection set up, first-call costs
-            await call(row(i))
-        latencies = []
-        cpu0 = time.process_time()
-        for i in range(calls):
+    latencies: list[float] = []
+
+    async def caller(first: int) -> None:
+        for i in range(first, calls, in_flight):
             started = time.perf_counter()
             await call(row(i))
             latencies.append(time.perf_counter() - started)
             if gap_s:
                 await asyncio.sleep(gap_s)
+
+    try:
+        for i in range(50):  # connection set up, first-call costs
+            await call(row(i))
+        cpu0 = time.process_time()
+        await asyncio.gather(*(caller(n) for n in range(in_flight)))
         cpu = time.process_time() - cpu0
     finally:
         await close()
@@ -194,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=1000, help="calls per client and round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--gap-ms", type=float, default=2.0, help="pause after each call")
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=1,
+        help="callers sharing one client; with more than 1 only back-to-back calls are made",
+    )
     args = parser.parse_args(argv)
     triton = TritonServer(
         without_queue_policy(ROOT / "model_repository", Path(tempfile.mkdtemp(prefix="gw-cc-"))),
@@ -205,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         "grpc.aio stream": (grpc_stream, "grpc"),
         "HTTP/1.1 binary": (http_binary, "http"),
     }
-    gaps = (0.0, args.gap_ms / 1000)
+    gaps = (0.0, args.gap_ms / 1000) if args.in_flight == 1 else (0.0,)
     results: dict[tuple[str, float], list[tuple[float, float]]] = {}
     sleeps: list[float] = []
     try:
@@ -214,26 +253,37 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.rounds):
             for name, (make, kind) in clients.items():
                 for gap in gaps:
-                    figures = uvloop.run(measure(make, urls[kind], args.calls, gap))
+                    figures = uvloop.run(measure(make, urls[kind], args.calls, gap, args.in_flight))
                     results.setdefault((name, gap), []).append(figures)
                     print(
                         f"round {n + 1} {name:>26} gap {gap * 1000:g} ms: "
                         f"{figures[0]:.3f} ms CPU, {figures[1]:.3f} ms latency",
                         flush=True,
                     )
-            sleeps.append(uvloop.run(sleep_only(args.calls, gaps[1])))
+            if len(gaps) > 1:
+                sleeps.append(uvloop.run(sleep_only(args.calls, gaps[1])))
     finally:
         triton.stop()
     print(
-        f"\nMedians of {args.rounds} rounds, {args.calls} single-row calls each "
-        f"(sleep only, {args.gap_ms:g} ms: {statistics.median(sleeps):.3f} ms CPU per pause)\n"
+        f"\nMedians of {args.rounds} rounds, {args.calls} single-row calls each, "
+        f"{args.in_flight} in flight"
     )
+    if len(gaps) == 1:
+        print("\n| client | CPU ms/call | latency ms |\n|---|---:|---:|")
+        for name in clients:
+            b2b = results[(name, gaps[0])]
+            print(
+                f"| {name} | {statistics.median(r[0] for r in b2b):.3f} "
+                f"| {statistics.median(r[1] for r in b2b):.2f} |"
+            )
+        return 0
+    pause = statistics.median(sleeps)
+    print(f"(sleep only, {args.gap_ms:g} ms: {pause:.3f} ms CPU per pause)\n")
     print(
         f"| client | CPU ms/call, back to back | latency ms | CPU ms/call, {args.gap_ms:g} ms "
         "pauses, minus the pause | latency ms |"
     )
     print("|---|---:|---:|---:|---:|")
-    pause = statistics.median(sleeps)
     for name in clients:
         b2b, paused = results[(name, gaps[0])], results[(name, gaps[1])]
         print(
