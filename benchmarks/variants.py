@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def measure(variant: Variant, redis_url: str, triton_url: str, args: argparse.Na
             shutil.rmtree(lua_dir, ignore_errors=True)
 
 
+def _median(rows: Sequence[tuple[float, ...]], i: int) -> float:
+    """The median of column ``i`` over rounds."""
+    return statistics.median(r[i] for r in rows)
+
+
 def report(variants: list[Variant], rounds: int, rate: float) -> str:
     base = variants[0]
     lines = [
@@ -140,7 +146,7 @@ def report(variants: list[Variant], rounds: int, rate: float) -> str:
     ]
 
     def median(v: Variant, path: str, i: int) -> float:
-        return statistics.median(r[i] for r in v.results[path])
+        return _median(v.results[path], i)
 
     for v in variants:
         settings = ", ".join(f"`{k}={val}`" for k, val in v.env.items()) or "defaults"
@@ -163,7 +169,7 @@ def report(variants: list[Variant], rounds: int, rate: float) -> str:
         ]
 
         def fixed(v: Variant, path: str, i: int) -> float:
-            return statistics.median(r[i] for r in v.fixed[path])
+            return _median(v.fixed[path], i)
 
         for v in variants:
             lines.append(

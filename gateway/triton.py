@@ -195,7 +195,7 @@ def _scores(
         raise ValueError("Triton's answer has no raw contents for some output")
     by_name = {
         output.name: (output.datatype, raw)
-        for output, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+        for output, raw in zip(response.outputs, response.raw_output_contents, strict=False)
     }
     columns = []
     for name in names:

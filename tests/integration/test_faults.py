@@ -11,7 +11,7 @@ import queue
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,33 +80,35 @@ class Load:
     def __enter__(self) -> Load:
         self._process.start()
         # The fault must land on a running load: wait for its first answer.
-        deadline = time.monotonic() + 30
-        while not self.outcomes and not self._finished and time.monotonic() < deadline:
-            self._collect(timeout_s=0.5)
+        self._collect_until(lambda: bool(self.outcomes) or self._finished)
         assert self.outcomes, "the load generator sent nothing"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        deadline = time.monotonic() + 30
-        while not self._finished and time.monotonic() < deadline:
-            self._collect(timeout_s=0.5)
+        self._collect_until(lambda: self._finished)
         self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.kill()
         assert self._finished, "the load generator did not finish"
 
-    def _collect(self, timeout_s: float = 0.0) -> None:
-        try:
-            item = self._queue.get(timeout=timeout_s) if timeout_s else self._queue.get_nowait()
-            while True:
-                if item is None:
-                    self._finished = True
-                    return
-                self.outcomes.append(item)
-                item = self._queue.get_nowait()
-        except queue.Empty:
-            return
+    def _collect_until(self, done: Callable[[], bool], timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done() and time.monotonic() < deadline:
+            self._collect(wait_s=0.5)
+
+    def _collect(self, wait_s: float | None = None) -> None:
+        """Take every outcome queued so far, waiting up to ``wait_s`` for the first."""
+        while True:
+            try:
+                item = self._queue.get(block=wait_s is not None, timeout=wait_s)
+            except queue.Empty:
+                return
+            if item is None:
+                self._finished = True
+                return
+            self.outcomes.append(item)
+            wait_s = None
 
     def since(self, t: float) -> list[Outcome]:
         self._collect()
