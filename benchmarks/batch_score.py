@@ -264,20 +264,23 @@ class Bench:
             features_at = time.time()
             prepare_s = time.perf_counter() - started
             store = RedisStore(client)
-            size = 64 if kind == "naive" else spec.max_batch_size
-            for start in range(0, len(ids), size):
-                result = await triton.infer(spec, version, matrix[start : start + size])
-                now = time.time()
-                records = [
-                    (ids[start + i], CachedPrediction(tuple(s), version, now, features_at))
-                    for i, s in enumerate(result.scores.tolist())
-                ]
-                if kind == "naive":
-                    for entity_id, record in records:
-                        key = prediction_key(spec.name, version, entity_id)
-                        await client.set(key, record.encode(), ex=spec.cache_ttl_s)
-                else:
-                    await store.write_predictions(spec, records)
+            try:
+                size = 64 if kind == "naive" else spec.max_batch_size
+                for start in range(0, len(ids), size):
+                    result = await triton.infer(spec, version, matrix[start : start + size])
+                    now = time.time()
+                    records = [
+                        (ids[start + i], CachedPrediction(tuple(s), version, now, features_at))
+                        for i, s in enumerate(result.scores.tolist())
+                    ]
+                    if kind == "naive":
+                        for entity_id, record in records:
+                            key = prediction_key(spec.name, version, entity_id)
+                            await client.set(key, record.encode(), ex=spec.cache_ttl_s)
+                    else:
+                        await store.write_predictions(spec, records)
+            finally:
+                await store.aclose()
         return time.perf_counter() - started, len(ids), prepare_s
 
 

@@ -72,6 +72,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                     yield {"service": service}
             finally:
                 await service.drain()
+                await store.aclose()
 
     app = GatewayApp(
         title="Triton inference gateway",

@@ -23,14 +23,15 @@ class RedisSettings(BaseModel):
     password_file: Path | None = None
     """File holding the password (a mounted Secret); read once at start-up."""
     socket_timeout_s: float = 0.25
-    """Upper bound of one Redis round trip; a slower Redis is treated as unavailable."""
+    """Upper bound of one Redis round trip; a slower Redis is treated as unavailable. (On the
+    predict path's pipelined connection: from sending an exchange to its last reply.)"""
     connect_timeout_s: float = 0.5
     """Upper bound for opening a connection."""
     max_connections: int = 64
-    """Connection pool size per process."""
+    """Connection pool size per process, for everything but the predict path's lookups and
+    write-backs (they share one pipelined connection per process: gateway/redis_pipe.py)."""
     pool_timeout_s: float = 1.0
-    """Longest wait for a free pooled connection (a burst's own backlog, not a sick Redis;
-    the request's deadline still bounds it)."""
+    """Longest wait for a free pooled connection (a burst's own backlog, not a sick Redis)."""
     breaker_failures: int = 5
     """Consecutive failed round trips that open the circuit (calls then fail at once)."""
     breaker_open_s: float = 1.0

@@ -181,8 +181,8 @@ class PredictionService:
             if timeout_s is None:
                 records = await lookup
             else:
-                # The deadline bounds everything the lookup may wait for: a free pooled
-                # connection, (re)connecting, the round trip and its one retry.
+                # The deadline bounds everything the lookup may wait for: (re)connecting,
+                # the round trip and its one retry.
                 try:
                     async with asyncio.timeout(timeout_s):
                         records = await lookup

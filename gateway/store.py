@@ -2,7 +2,9 @@
 
 Every predict request costs at most one Redis round trip (requests of one event-loop iteration
 share it: gateway/microbatch.py): pre-packed commands (gateway/resp.py) with, per entity, an
-HMGET of the declared features plus their write time and a GET of the cached prediction.
+HMGET of the declared features plus their write time and a GET of the cached prediction, sent
+on the store's pipelined connection (gateway/redis_pipe.py). Everything else (feature writes,
+claims, pings) goes through the redis-py client and its pool.
 Redis errors become ``FeatureStoreUnavailable`` here and nowhere else.
 """
 
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -31,7 +32,8 @@ from gateway.features import (
     feature_key,
     index_key,
 )
-from gateway.resp import HmgetCommand, pack_get, pack_set_ex, roundtrip
+from gateway.redis_pipe import RedisPipe
+from gateway.resp import HmgetCommand, pack_get, pack_set_ex
 from gateway.spec import ModelSpec
 from gateway.telemetry.calls import redis_call
 
@@ -78,14 +80,19 @@ async def open_redis(settings: RedisSettings) -> AsyncIterator[redis.Redis]:
 
 
 class RedisStore:
-    """Reads and writes entity features and cached predictions."""
+    """Reads and writes entity features and cached predictions; :meth:`aclose` closes the
+    lookups' connection (the client is its owner's to close)."""
 
     def __init__(self, client: redis.Redis, *, breaker: CircuitBreaker | None = None) -> None:
         self._client = client
+        self._pipe = RedisPipe(client)  # connects at the first lookup or write-back
         self.breaker = breaker or CircuitBreaker("redis")
         # The HMGET command per model, its field list packed once instead of per request.
         self._hmget: dict[str, HmgetCommand] = {}
         self._write_script = client.register_script(_WRITE_FEATURES_LUA)
+
+    async def aclose(self) -> None:
+        await self._pipe.aclose()
 
     async def ping(self) -> bool:
         try:
@@ -115,14 +122,9 @@ class RedisStore:
                 commands.append(pack_get(prediction_key(spec.name, version, entity_id)))
         with redis_call("lookup", spec.name, len(entity_ids)):
             try:
-                replies = await roundtrip(self._client, commands)
+                replies = await self._pipe.roundtrip(commands)
             except (RedisError, OSError) as e:
-                if _pool_exhausted(e):
-                    # Our own backlog (every pooled connection busy), not a sick Redis:
-                    # counting it would let a burst open the circuit and fail everyone.
-                    breaker.release_probe()
-                else:
-                    breaker.record_failure()
+                breaker.record_failure()
                 raise FeatureStoreUnavailable("feature store unavailable") from e
             except BaseException:
                 breaker.release_probe()
@@ -162,7 +164,7 @@ class RedisStore:
         ]
         with redis_call("write_predictions", spec.name, len(commands)):
             try:
-                await roundtrip(self._client, commands)
+                await self._pipe.roundtrip(commands)
             except (RedisError, OSError) as e:
                 raise FeatureStoreUnavailable("prediction cache write failed") from e
 
@@ -231,13 +233,6 @@ redis.call('HSET', KEYS[1], '_ts', ARGV[1], unpack(ARGV, 3))
 if #KEYS > 2 then redis.call('DEL', unpack(KEYS, 3)) end
 return 1
 """
-
-
-def _pool_exhausted(error: BaseException) -> bool:
-    # BlockingConnectionPool's wait for a free connection timed out.
-    return isinstance(error, RedisConnectionError) and str(error).startswith(
-        "No connection available"
-    )
 
 
 def _tally(replies: list[object], applied: int, skipped: int) -> tuple[int, int]:

@@ -616,7 +616,8 @@ async def serve(settings: Settings) -> int:
                 metadata = await triton.model_metadata(spec.triton_name, versions[name])
                 max_batch[name] = int(metadata["config"].get("max_batch_size", 0))
             event_log = EventLog(client, reader, stream=s.stream, group=s.group, consumer=consumer)
-            scorer = Scorer(specs, versions, RedisStore(client), triton, max_batch)
+            store = RedisStore(client)
+            scorer = Scorer(specs, versions, store, triton, max_batch)
             worker = StreamWorker(s, event_log, scorer, specs, metrics)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -626,7 +627,10 @@ async def serve(settings: Settings) -> int:
                 f"models {versions}",
                 flush=True,
             )
-            await worker.run()
+            try:
+                await worker.run()
+            finally:
+                await store.aclose()
     except SpecError as e:
         log.error("%s", e)
         return 1
