@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -50,8 +51,10 @@ from triton_launcher.launcher import TritonServer
 MODEL, VERSION, INPUT, OUTPUT = "fraud_scorer", "1", "features", "fraud_probability"
 WIDTH = 14
 
-Call = Callable[[np.ndarray], Awaitable[float]]
-"""One inference of one row; returns the score."""
+Call = Callable[[Any], Awaitable[object]]
+"""One call (here: an inference of one row, returning the score)."""
+Client = tuple[Call, Callable[[], Awaitable[None]]]
+"""A call and how to close what it uses."""
 
 
 def row(i: int) -> np.ndarray:
@@ -72,7 +75,7 @@ def pb_request(rows: np.ndarray) -> pb.ModelInferRequest:
     )
 
 
-async def tritonclient_aio(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def tritonclient_aio(url: str) -> Client:
     client = InferenceServerClient(url)
 
     async def call(rows: np.ndarray) -> float:
@@ -84,7 +87,7 @@ async def tritonclient_aio(url: str) -> tuple[Call, Callable[[], Awaitable[None]
     return call, client.close
 
 
-async def grpc_unary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def grpc_unary(url: str) -> Client:
     channel = grpc.aio.insecure_channel(url)
     stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
@@ -95,7 +98,7 @@ async def grpc_unary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     return call, channel.close
 
 
-async def grpc_stream(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def grpc_stream(url: str) -> Client:
     """As the gateway would have to use a stream: writes one at a time (gRPC allows one send
     in flight per call), a reader task handing each answer to its caller by request id."""
     channel = grpc.aio.insecure_channel(url)
@@ -131,7 +134,7 @@ async def grpc_stream(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     return call, close
 
 
-async def http_binary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def http_binary(url: str) -> Client:
     """One keep-alive connection per caller in flight (HTTP/1.1 has no multiplexing)."""
     parts = urlsplit(url)
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
@@ -184,27 +187,29 @@ async def http_binary(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
 
 async def measure(
-    make: Callable[[str], Awaitable[tuple[Call, Callable[[], Awaitable[None]]]]],
+    make: Callable[[str], Awaitable[Client]],
     url: str,
     calls: int,
     gap_s: float,
     in_flight: int,
+    argument: Callable[[int], Any] = row,
 ) -> tuple[float, float]:
-    """(CPU ms per call, median latency ms); ``in_flight`` callers share the client."""
+    """(CPU ms per call, median latency ms); ``in_flight`` callers share the client; call
+    ``i`` gets ``argument(i)``."""
     call, close = await make(url)
     latencies: list[float] = []
 
     async def caller(first: int) -> None:
         for i in range(first, calls, in_flight):
             started = time.perf_counter()
-            await call(row(i))
+            await call(argument(i))
             latencies.append(time.perf_counter() - started)
             if gap_s:
                 await asyncio.sleep(gap_s)
 
     try:
         for i in range(50):  # connection set up, first-call costs
-            await call(row(i))
+            await call(argument(i))
         cpu0 = time.process_time()
         await asyncio.gather(*(caller(n) for n in range(in_flight)))
         cpu = time.process_time() - cpu0
