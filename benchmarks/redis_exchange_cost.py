@@ -30,7 +30,7 @@ import redis.asyncio as redis
 import uvloop
 from redis._parsers.hiredis import NOT_ENOUGH_DATA
 
-from benchmarks.triton_call_cost import Client, measure, sleep_only
+from benchmarks.triton_call_cost import Client, run_rounds
 from devstack.redis_server import RedisServer
 from gateway.redis_pipe import RedisPipe
 from gateway.resp import HmgetCommand, pack_get
@@ -124,22 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         "RedisPipe (the gateway)": redis_pipe,
     }
     gaps = (0.0, args.gap_ms / 1000) if args.in_flight == 1 else (0.0,)
-    results: dict[tuple[str, float], list[tuple[float, float]]] = {}
-    sleeps: list[float] = []
     with RedisServer() as server:
         uvloop.run(seed(server.url))
-        for n in range(args.rounds):
-            for name, make in clients.items():
-                for gap in gaps:
-                    figures = uvloop.run(measure(make, server.url, args.calls, gap, args.in_flight))
-                    results.setdefault((name, gap), []).append(figures)
-                    print(
-                        f"round {n + 1} {name:>28} gap {gap * 1000:g} ms: "
-                        f"{figures[0]:.3f} ms CPU, {figures[1]:.3f} ms latency",
-                        flush=True,
-                    )
-            if len(gaps) > 1:
-                sleeps.append(uvloop.run(sleep_only(args.calls, gaps[1])))
+        targets = {name: (make, server.url) for name, make in clients.items()}
+        results, sleeps = run_rounds(targets, args.rounds, args.calls, gaps, args.in_flight)
     pause = statistics.median(sleeps) if sleeps else 0.0
     print(
         f"\nMedians of {args.rounds} rounds, {args.calls} lookups each, {args.in_flight} in flight"

@@ -225,6 +225,36 @@ async def sleep_only(calls: int, gap_s: float) -> float:
     return (time.process_time() - cpu0) / calls * 1000
 
 
+Results = dict[tuple[str, float], list[tuple[float, float]]]
+"""(client, pause s) -> [(CPU ms per call, median latency ms)] per round."""
+
+
+def run_rounds(
+    targets: dict[str, tuple[Callable[[str], Awaitable[Client]], str]],
+    rounds: int,
+    calls: int,
+    gaps: tuple[float, ...],
+    in_flight: int,
+) -> tuple[Results, list[float]]:
+    """Every client (maker, URL) at every pause, in alternating rounds; also the CPU of the
+    pause alone per round (``sleeps``) when there is one."""
+    results: Results = {}
+    sleeps: list[float] = []
+    for n in range(rounds):
+        for name, (make, url) in targets.items():
+            for gap in gaps:
+                figures = uvloop.run(measure(make, url, calls, gap, in_flight))
+                results.setdefault((name, gap), []).append(figures)
+                print(
+                    f"round {n + 1} {name:>28} gap {gap * 1000:g} ms: "
+                    f"{figures[0]:.3f} ms CPU, {figures[1]:.3f} ms latency",
+                    flush=True,
+                )
+        if len(gaps) > 1:
+            sleeps.append(uvloop.run(sleep_only(calls, gaps[1])))
+    return results, sleeps
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.triton_call_cost", description=__doc__
@@ -250,23 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         "HTTP/1.1 binary": (http_binary, "http"),
     }
     gaps = (0.0, args.gap_ms / 1000) if args.in_flight == 1 else (0.0,)
-    results: dict[tuple[str, float], list[tuple[float, float]]] = {}
-    sleeps: list[float] = []
     try:
         triton.start()
         urls = {"grpc": triton.grpc_url, "http": triton.http_url}
-        for n in range(args.rounds):
-            for name, (make, kind) in clients.items():
-                for gap in gaps:
-                    figures = uvloop.run(measure(make, urls[kind], args.calls, gap, args.in_flight))
-                    results.setdefault((name, gap), []).append(figures)
-                    print(
-                        f"round {n + 1} {name:>26} gap {gap * 1000:g} ms: "
-                        f"{figures[0]:.3f} ms CPU, {figures[1]:.3f} ms latency",
-                        flush=True,
-                    )
-            if len(gaps) > 1:
-                sleeps.append(uvloop.run(sleep_only(args.calls, gaps[1])))
+        targets = {name: (make, urls[kind]) for name, (make, kind) in clients.items()}
+        results, sleeps = run_rounds(targets, args.rounds, args.calls, gaps, args.in_flight)
     finally:
         triton.stop()
     print(
