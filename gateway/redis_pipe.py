@@ -26,7 +26,6 @@ means the same here.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from typing import Any, cast
 
@@ -203,13 +202,13 @@ class _PipeProtocol(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         timeout = self._reply_timeout_s
-        deadline = float("inf") if timeout is None else time.monotonic() + timeout
+        deadline = float("inf") if timeout is None else loop.time() + timeout
         self._pending.append(_Exchange(future, len(commands), deadline))
         self._transport.write(b"".join(commands))
         if self._timer is None and timeout is not None:
             # One timer for the whole queue, set for its oldest exchange: replies come in
             # order, so if that one is not late, none behind it is.
-            self._timer = loop.call_at(loop.time() + timeout, self._check_late)
+            self._timer = loop.call_at(deadline, self._check_late)
         return future
 
     def data_received(self, data: bytes) -> None:
@@ -254,9 +253,9 @@ class _PipeProtocol(asyncio.Protocol):
         self._timer = None
         if not self._pending:
             return
-        deadline = self._pending[0].deadline
-        if time.monotonic() >= deadline:
+        deadline = self._pending[0].deadline  # on the loop's clock, as the timer is
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
             self.close(RedisTimeoutError, "Timeout reading from Redis")
             return
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_at(loop.time() + (deadline - time.monotonic()), self._check_late)
+        self._timer = loop.call_at(deadline, self._check_late)
