@@ -19,6 +19,7 @@ from gateway.api.rest import router
 from gateway.breaker import CircuitBreaker
 from gateway.config import Settings
 from gateway.guard import Guard
+from gateway.heap import freeze_startup_heap
 from gateway.service import PredictionService
 from gateway.spec import load_specs
 from gateway.startup import verify_models
@@ -69,6 +70,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 )
                 guarded = GuardInterceptor(guard, SERVICE_NAME)
                 async with serve_grpc(settings, service, [telemetry, guarded]):
+                    if settings.gc_freeze:
+                        freeze_startup_heap()
                     yield {"service": service}
             finally:
                 await service.drain()

@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     """Requests ready in the same event-loop iteration share one Redis lookup pipeline, one
     Triton call and one write-back pipeline per model (gateway/microbatch.py). Off: one of
     each per request (the benchmark's baseline)."""
+    gc_freeze: bool = True
+    """Once start-up is done, collect and freeze the heap it left (gateway/heap.py), so that
+    no full garbage collection later walks it while requests wait. Off: Python's defaults."""
     max_body_bytes: int = 1_048_576
     """Largest accepted request body; larger ones get 413 before parsing."""
     shutdown_grace_s: int = 10
