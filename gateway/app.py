@@ -61,7 +61,13 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 ),
             )
             service = PredictionService(
-                specs, versions, store, triton, tick_batching=settings.tick_batching
+                specs,
+                versions,
+                store,
+                triton,
+                tick_batching=settings.tick_batching,
+                infer_window_s=settings.infer_window_ms / 1000,
+                write_back_window_s=settings.write_back_window_ms / 1000,
             )
             try:
                 # gRPC runs in this event loop and shares the service (and so every client).

@@ -1,4 +1,4 @@
-"""Tick batching: calls submitted within one event-loop iteration run as one call.
+"""Tick batching: calls submitted close together run as one call.
 
 Under load many requests become ready in the same iteration of the event loop (their bytes
 arrived in the same ``select``). Each would otherwise pay its own Redis pipeline and its own
@@ -6,6 +6,16 @@ Triton gRPC call, whose fixed Python cost dominates a request's CPU. The first s
 key schedules a flush with ``call_soon``, which runs after every callback already due in this
 iteration: requests that are ready together are served together, and a lone request waits for
 nothing but the rest of the current iteration (no timer, no added latency to speak of).
+
+At a moderate rate requests rarely become ready in the same iteration, so every one pays a
+call of its own: a lone real-time miss cost the gateway ~1.7 ms of CPU and Triton ~1 ms, and at
+500 misses/s that filled the machine (docs/measurements.md). A batcher with a ``window_s``
+therefore holds a batch open for up to that long, but only while its key is busy: when the
+recent parts of the key arrived on average at most ``2 * window_s`` apart (an exponentially
+weighted mean of the gaps), so that a wait is likely to gain company. A quiet key keeps the
+tick flush and its latency. A part never waits past its own ``wait_s`` (the service passes
+what its deadline leaves beyond the minimum a Triton round trip needs): it pulls the batch's
+flush forward.
 
 The combined call runs as its own task, so a caller that gives up (deadline, disconnect)
 cancels only its own wait, never the call the others share. Its spans would land in the first
@@ -28,47 +38,112 @@ R = TypeVar("R")
 Run = Callable[[K, list[P]], Coroutine[Any, Any, list[R]]]
 """Runs the parts gathered for one key; returns one result per part, in order."""
 
+_GAP_WEIGHT = 0.2
+"""Weight of the newest gap in a key's mean gap: about the last ten parts count."""
+_MAX_GAP_S = 1.0
+"""Gaps are capped here, so one idle spell makes a key quiet without poisoning its mean."""
+
+
+class _Batch(Generic[P, R]):
+    __slots__ = ("flush_at", "handle", "parts")
+
+    def __init__(self, flush_at: float, handle: asyncio.TimerHandle | asyncio.Handle) -> None:
+        self.parts: list[tuple[P, asyncio.Future[R]]] = []
+        self.flush_at = flush_at
+        self.handle = handle
+
+
+class _Pace:
+    """When a key's last part came, and the weighted mean gap between its parts."""
+
+    __slots__ = ("last", "mean_gap")
+
+    def __init__(self, now: float) -> None:
+        self.last = now
+        self.mean_gap = _MAX_GAP_S
+
+    def note(self, now: float) -> float:
+        gap = min(now - self.last, _MAX_GAP_S)
+        self.last = now
+        self.mean_gap += _GAP_WEIGHT * (gap - self.mean_gap)
+        return self.mean_gap
+
 
 class TickBatcher(Generic[K, P, R]):
     def __init__(
-        self, run: Run[K, P, R], *, cancelled: Callable[[], Exception], enabled: bool = True
+        self,
+        run: Run[K, P, R],
+        *,
+        cancelled: Callable[[], Exception],
+        enabled: bool = True,
+        window_s: float = 0.0,
     ) -> None:
         """``cancelled`` makes the error the callers get when the shared call is cancelled
         (shutdown): a CancelledError would read as their own cancellation. ``enabled=False``:
-        every part is its own call, made at once (a baseline to measure against)."""
+        every part is its own call, made at once (a baseline to measure against).
+        ``window_s``: how long a busy key's batch may stay open (0: one iteration only)."""
         self._run = run
         self._cancelled = cancelled
         self._enabled = enabled
-        self._pending: dict[K, list[tuple[P, asyncio.Future[R]]]] = {}
+        self._window_s = window_s
+        self._pending: dict[K, _Batch[P, R]] = {}
+        self._paces: dict[K, _Pace] = {}
         self._calls: set[asyncio.Task[list[R]]] = set()
 
     async def submit(self, key: K, part: P, *, alone: bool = False) -> R:
         return await self.post(key, part, alone=alone)
 
-    def post(self, key: K, part: P, *, alone: bool = False) -> asyncio.Future[R]:
+    def post(
+        self, key: K, part: P, *, alone: bool = False, wait_s: float | None = None
+    ) -> asyncio.Future[R]:
         """The part's result, as a future: callers that must not cancel it (it may be shared
         further) shield it, fire-and-forget callers add a done callback. No task is created:
         at tens of thousands of requests a second, a task per request is a visible cost.
 
         ``alone``: this part gets a call of its own, made at once in the caller's context
-        (a sampled request, so that its trace holds its own Redis and Triton spans)."""
+        (a sampled request, so that its trace holds its own Redis and Triton spans).
+        ``wait_s``: the longest this part may wait for company (None: the window decides)."""
         loop = asyncio.get_running_loop()
         if alone or not self._enabled:
             return loop.create_task(self._run_one(key, part))
         future: asyncio.Future[R] = loop.create_future()
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = []
-            loop.call_soon(self._flush, key)
-        pending.append((part, future))
+        batch = self._pending.get(key)
+        window = self._window_s
+        if window > 0:
+            now = loop.time()
+            pace = self._paces.get(key)
+            if pace is None:
+                pace = self._paces[key] = _Pace(now)
+            busy = pace.note(now) <= 2 * window
+            if batch is None:
+                wait = window if busy else 0.0
+                if wait_s is not None:
+                    wait = min(wait, wait_s)
+                handle = (
+                    loop.call_at(now + wait, self._flush, key)
+                    if wait > 0
+                    else loop.call_soon(self._flush, key)
+                )
+                batch = self._pending[key] = _Batch(now + wait, handle)
+            elif wait_s is not None and now + wait_s < batch.flush_at:
+                batch.handle.cancel()
+                batch.flush_at = now + max(wait_s, 0.0)
+                batch.handle = loop.call_at(batch.flush_at, self._flush, key)
+        elif batch is None:
+            batch = self._pending[key] = _Batch(0.0, loop.call_soon(self._flush, key))
+        batch.parts.append((part, future))
         return future
 
     async def _run_one(self, key: K, part: P) -> R:
         return (await self._run(key, [part]))[0]
 
     def _flush(self, key: K) -> None:
+        batch = self._pending.pop(key, None)
+        if batch is None:
+            return
+        batch.handle.cancel()  # when flushed early (drain), its timer must not fire later
         # Parts whose caller already gave up are dropped before the call is made.
-        pending = [(part, f) for part, f in self._pending.pop(key, ()) if not f.done()]
+        pending = [(part, f) for part, f in batch.parts if not f.done()]
         if not pending:
             return
         call = asyncio.get_running_loop().create_task(self._run(key, [p for p, _ in pending]))
@@ -93,9 +168,10 @@ class TickBatcher(Generic[K, P, R]):
                 future.add_done_callback(consume_outcome)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait for the combined calls in flight (shutdown, tests)."""
-        if self._pending:
-            await asyncio.sleep(0)  # their flush is due in the next iteration
+        """Make the calls still gathering now, then wait for the calls in flight (shutdown,
+        tests)."""
+        for key in list(self._pending):
+            self._flush(key)
         if self._calls:
             await asyncio.wait(set(self._calls), timeout=timeout_s)
 

@@ -70,6 +70,7 @@ _ModelKey = tuple[str, str]
 """(model name, served version)."""
 _LookupPart = tuple[Sequence[str], Sequence[bool]]
 _InferPart = tuple["npt.NDArray[np.floating[Any]]", float | None]
+"""Rows and the caller's deadline (``time.monotonic()``), if it has one."""
 _ScoredRows = tuple[list[list[float]], str]
 
 
@@ -102,6 +103,8 @@ class PredictionService:
         *,
         clock: Callable[[], float] = time.time,
         tick_batching: bool = True,
+        infer_window_s: float = 0.0,
+        write_back_window_s: float = 0.0,
     ) -> None:
         self.specs = dict(specs)
         self.served_versions = dict(served_versions)
@@ -121,11 +124,14 @@ class PredictionService:
             self._infer_many,
             cancelled=lambda: InferenceUnavailable("inference call cancelled"),
             enabled=tick_batching,
+            window_s=infer_window_s,
         )
         self._writes: TickBatcher[str, list[tuple[str, CachedPrediction]], None] = TickBatcher(
             self._write_many,
             cancelled=lambda: FeatureStoreUnavailable("prediction write-back cancelled"),
             enabled=tick_batching,
+            # Write-backs happen after the answer: their wait costs no client any latency.
+            window_s=write_back_window_s,
         )
         self._refreshing: set[tuple[str, str, str]] = set()
         # Write-backs and refreshes run after the answer is sent; references keep them alive.
@@ -310,13 +316,15 @@ class PredictionService:
                 raise DeadlineExceeded("remaining deadline too short for real-time scoring")
         try:
             if timeout_s is None:
-                results = await self._infer_coalesced(spec, version, rows, keys, None)
+                results = await self._infer_coalesced(spec, version, rows, keys, None, None)
             else:
                 # gRPC's own deadline is the first bound; this one also covers a channel
                 # that is (re)connecting to a Triton that went away.
                 try:
                     async with asyncio.timeout(timeout_s):
-                        results = await self._infer_coalesced(spec, version, rows, keys, timeout_s)
+                        results = await self._infer_coalesced(
+                            spec, version, rows, keys, timeout_s, deadline
+                        )
                 except TimeoutError:
                     raise InferenceTimeout("inference deadline exceeded") from None
         except _LADDER_ERRORS as error:
@@ -353,6 +361,7 @@ class PredictionService:
         rows: npt.NDArray[np.floating[Any]],
         keys: list[_FlightKey | None],
         timeout_s: float | None,
+        deadline: float | None,
     ) -> list[tuple[_Scores, str, bool]]:
         """(scores, model version, led) per row; a row already in flight awaits that call."""
         leaders: list[int] = []
@@ -371,7 +380,11 @@ class PredictionService:
         if leaders:
             batch = rows if len(leaders) == len(keys) else rows[leaders]
             call = self._inferences.post(
-                (spec.name, version), (batch, timeout_s), alone=tracing.in_sampled_trace()
+                (spec.name, version),
+                (batch, deadline),
+                alone=tracing.in_sampled_trace(),
+                # Waiting for company must leave the Triton round trip its minimum budget.
+                wait_s=None if timeout_s is None else timeout_s - MIN_REALTIME_BUDGET_S,
             )
             call.add_done_callback(lambda done: self._settle(done, led_keys))
             score_rows, model_version = await asyncio.shield(call)
@@ -422,10 +435,14 @@ class PredictionService:
     async def _infer_chunk(
         self, spec: ModelSpec, version: str, parts: list[_InferPart]
     ) -> list[_ScoredRows]:
-        budgets = [budget for _, budget in parts]
+        deadlines = [deadline for _, deadline in parts]
         # The call serves every part, so it may take as long as the most patient one allows;
         # each caller still stops waiting at its own deadline.
-        timeout_s = None if None in budgets else max(b for b in budgets if b is not None)
+        timeout_s = (
+            None
+            if None in deadlines
+            else max(d for d in deadlines if d is not None) - time.monotonic()
+        )
         rows = parts[0][0] if len(parts) == 1 else np.concatenate([r for r, _ in parts])
         result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
         score_rows = result.scores.tolist()
@@ -533,7 +550,7 @@ class PredictionService:
             rows = build_rows(spec, [EntityQuery(item.entity_id, {})], [record.stored])
             flight_key: _FlightKey = (spec.name, version, item.entity_id, record.features_at)
             [(scores, model_version, _)] = await self._infer_coalesced(
-                spec, version, rows, [flight_key], None
+                spec, version, rows, [flight_key], None, None
             )
             cached = CachedPrediction(scores, model_version, self._clock(), record.features_at)
             await self._store.write_predictions(spec, [(item.entity_id, cached)])

@@ -127,3 +127,89 @@ async def test_a_part_posted_alone_gets_its_own_call() -> None:
     results = await asyncio.gather(b.submit("a", 1), b.submit("a", 2, alone=True), b.submit("a", 3))
     assert results == [10, 20, 30]
     assert sorted(recorder.calls) == [("a", [1, 3]), ("a", [2])]
+
+
+def windowed(recorder: Recorder, window_s: float) -> TickBatcher[str, int, int]:
+    return TickBatcher(
+        recorder.run, cancelled=lambda: LookupError("shared call cancelled"), window_s=window_s
+    )
+
+
+async def made_within_iterations(recorder: Recorder, call: tuple[str, list[int]]) -> bool:
+    """Whether ``call`` starts within a few event-loop iterations (a tick flush), not later."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return recorder.calls[-1:] == [call]
+
+
+async def test_a_quiet_key_does_not_wait_for_its_window() -> None:
+    recorder = Recorder()
+    b = windowed(recorder, 0.2)
+    part = b.post("a", 1)
+    assert await made_within_iterations(recorder, ("a", [1]))
+    assert await part == 10
+
+
+async def test_a_busy_key_holds_its_batch_open_for_the_window() -> None:
+    recorder = Recorder()
+    b = windowed(recorder, 0.2)
+    loop = asyncio.get_running_loop()
+    # Five parts at once: the key's mean gap falls under twice the window, so it is busy;
+    # the first of them found it quiet, so these five still go after this iteration.
+    assert await asyncio.gather(*(b.submit("a", n) for n in range(1, 6))) == [10, 20, 30, 40, 50]
+    start = loop.time()
+    first = b.post("a", 6)
+    await asyncio.sleep(0.05)
+    assert not first.done()
+    assert recorder.calls == [("a", [1, 2, 3, 4, 5])]
+    second = b.post("a", 7)
+    assert await asyncio.gather(first, second) == [60, 70]
+    assert loop.time() - start >= 0.15
+    assert recorder.calls == [("a", [1, 2, 3, 4, 5]), ("a", [6, 7])]
+
+
+async def test_a_part_with_little_time_pulls_the_flush_forward() -> None:
+    recorder = Recorder()
+    b = windowed(recorder, 10.0)  # busy from the first part on: any gap is under 20 s
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    patient = b.post("a", 1)
+    hurried = b.post("a", 2, wait_s=0.05)
+    assert await asyncio.gather(patient, hurried) == [10, 20]
+    assert loop.time() - start < 2.0
+    assert recorder.calls == [("a", [1, 2])]
+    # The bound also holds for the part that opens the batch, and a negative one means now.
+    start = loop.time()
+    assert await b.post("a", 3, wait_s=-1.0) == 30
+    assert await b.post("a", 4, wait_s=0.05) == 40
+    assert loop.time() - start < 2.0
+
+
+async def test_drain_makes_the_call_of_a_batch_still_open() -> None:
+    recorder = Recorder()
+    b = windowed(recorder, 10.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    part = b.post("a", 1)
+    await b.drain(5.0)
+    assert part.done()
+    assert part.result() == 10
+    assert loop.time() - start < 2.0
+    # Its timer was cancelled with the flush: a later batch of the key is not cut short.
+    await asyncio.sleep(0)
+    assert recorder.calls == [("a", [1])]
+
+
+async def test_a_key_that_went_quiet_stops_waiting() -> None:
+    recorder = Recorder()
+    b = windowed(recorder, 0.05)
+    # Busy: many parts at once drive the mean gap towards 0 ...
+    await asyncio.gather(*(b.submit("a", n) for n in range(30)))
+    busy = b.post("a", 98)
+    assert not await made_within_iterations(recorder, ("a", [98]))
+    assert await busy == 980
+    # ... and one long gap (0.8 s, weighted 0.2) lifts it over twice the window.
+    await asyncio.sleep(0.8)
+    quiet = b.post("a", 99)
+    assert await made_within_iterations(recorder, ("a", [99]))
+    assert await quiet == 990
