@@ -135,12 +135,12 @@ class Settings(BaseSettings):
     """Requests ready in the same event-loop iteration share one Redis lookup pipeline, one
     Triton call and one write-back pipeline per model (gateway/microbatch.py). Off: one of
     each per request (the benchmark's baseline), and the windows below do nothing."""
-    infer_window_ms: float = Field(2.0, ge=0.0, le=100.0)
+    infer_window_ms: float = Field(default=2.0, ge=0.0, le=100.0)
     """While a model's real-time misses come at most twice this far apart on average, a miss
     waits up to this long for others to share its Triton call (never past what its deadline
     leaves beyond 3 ms); a quiet model's misses go at once. 0: share only within one
     event-loop iteration."""
-    write_back_window_ms: float = Field(5.0, ge=0.0, le=1000.0)
+    write_back_window_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     """The same for write-backs of computed predictions; they are made after the answer, so
     the wait only delays when other requests and replicas see the prediction cached."""
     gc_freeze: bool = True

@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from devstack.gateway_process import GatewayProcess
-from tests.integration.conftest import wait_until
+from devstack.redis_server import RedisServer
+from tests.integration.conftest import SPEC_PATH, wait_until
 from tests.integration.helpers import (
     TYPICAL,
     cached,
@@ -249,3 +250,49 @@ async def test_concurrent_single_row_misses_are_batched_by_triton(
     inferences, executions = triton_counts(triton_server.http_url)
     assert inferences - before_inferences == 200
     assert executions - before_executions < 200, "dynamic batching merged no requests"
+
+
+async def paced_misses(gateway: GatewayProcess, entities: list[str], gap_s: float) -> list[float]:
+    """Send one miss per entity, a new one every ``gap_s`` (open loop); their scores."""
+    url = f"{gateway.url}{PREDICT}"
+    headers = {**gateway.headers, "X-Request-Timeout-Ms": "20000"}
+    limits = httpx.Limits(max_connections=len(entities))
+    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as http:
+        sent = []
+        for entity in entities:
+            body = {"entity_id": entity, "cache": "bypass"}
+            sent.append(asyncio.ensure_future(http.post(url, json=body)))
+            await asyncio.sleep(gap_s)
+        responses = await asyncio.gather(*sent)
+    failures = [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
+    assert not failures, failures[:3]
+    assert {r.json()["source"] for r in responses} == {"model"}
+    return [r.json()["scores"]["fraud_probability"] for r in responses]
+
+
+async def test_steady_misses_share_triton_calls_within_the_window(
+    redis_server: RedisServer, triton_server: TritonServer, kv: redis.Redis
+) -> None:
+    """Misses ~1 ms apart rarely become ready in the same iteration; with a window the busy
+    model's misses wait for each other and Triton executes far fewer batches."""
+    executions: dict[int, int] = {}
+    for window_ms in (0, 50):
+        entities = [new_id() for _ in range(120)]
+        for entity in entities:
+            put_features(kv, entity, TYPICAL)
+        with GatewayProcess(
+            spec_path=SPEC_PATH,
+            redis_url=redis_server.url,
+            triton_url=triton_server.grpc_url,
+            env={"GATEWAY_INFER_WINDOW_MS": str(window_ms)},
+        ) as gateway:
+            inferences_before, executions_before = triton_counts(triton_server.http_url)
+            scores = await paced_misses(gateway, entities, 0.001)
+            inferences, executions[window_ms] = triton_counts(triton_server.http_url)
+        assert scores == pytest.approx([reference_score(TYPICAL)] * len(entities), abs=1e-6)
+        assert inferences - inferences_before == len(entities)
+        executions[window_ms] -= executions_before
+    # The first ~10 misses find the model quiet and go at once; then each window of 50 ms
+    # gathers ~50 misses into one call.
+    assert executions[50] <= 120 // 4, executions
+    assert executions[50] * 2 < executions[0], executions
