@@ -6,7 +6,8 @@ All variants run against the same Redis and Triton (response cache off), one gat
 every variant alike. Per variant and path (miss = ``cache: bypass``, hit = pre-warmed cache):
 ``wrk -t2 -c32`` throughput and gateway CPU ms/request from ``/proc``; with ``--rate`` also the
 gateway CPU ms/request, p50 and p99 at that fixed open-loop rate (``benchmarks/openloop.py``),
-where requests rarely share a Redis or Triton call; medians over rounds.
+where requests rarely share a Redis or Triton call, and Triton's own CPU per request there
+(batching on the gateway's side saves Triton executions too); medians over rounds.
 
     python -m benchmarks.variants --rounds 3 \\
         --variant "before=3b1777f" --variant "no-tick-batching=HEAD:GATEWAY_TICK_BATCHING=false" \\
@@ -58,8 +59,9 @@ class Variant:
     tree: Path | None = None
     results: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     """path -> [(req/s, CPU ms/request)] per round."""
-    fixed: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)
-    """path -> [(CPU ms/request, p50 ms, p99 ms)] per round at ``--rate``."""
+    fixed: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)
+    """path -> [(CPU ms/request, p50 ms, p99 ms, Triton CPU ms/request)] per round at
+    ``--rate``."""
 
 
 def parse_variant(text: str) -> Variant:
@@ -81,14 +83,16 @@ def checkout(ref: str, into: Path) -> Path:
     return into
 
 
-def measure(variant: Variant, redis_url: str, triton_url: str, args: argparse.Namespace) -> None:
+def measure(
+    variant: Variant, redis_url: str, triton: TritonServer, args: argparse.Namespace
+) -> None:
     assert variant.tree is not None
     # Run from the worktree: ``python -m`` puts the working directory first on the path, so
     # the variant's ``gateway`` package is imported, not this checkout's editable install.
     with GatewayProcess(
         spec_path=SPEC,
         redis_url=redis_url,
-        triton_url=triton_url,
+        triton_url=triton.grpc_url,
         workers=1,
         env=variant.env,
         cwd=variant.tree,
@@ -112,19 +116,21 @@ def measure(variant: Variant, redis_url: str, triton_url: str, args: argparse.Na
                 print(f"  {variant.name:>18} {path}: {out['rps']:8.0f} req/s {cpu_ms:.3f} ms")
                 if args.rate:
                     time.sleep(0.3)
-                    cpu0 = cpu_seconds([gateway.pid])
+                    assert triton.pid is not None
+                    cpu0, triton0 = cpu_seconds([gateway.pid]), cpu_seconds([triton.pid])
                     fixed = run_openloop(
                         gateway.url, OPENLOOP_KIND[path], args.rate, args.duration, gateway.api_key
                     )
-                    cpu1 = cpu_seconds([gateway.pid])
+                    cpu1, triton1 = cpu_seconds([gateway.pid]), cpu_seconds([triton.pid])
                     if fixed["errors"]:
                         raise RuntimeError(f"{variant.name} {path} @{args.rate:g}/s: {fixed}")
-                    cpu_ms = (cpu1 - cpu0) / max(fixed["requests"], 1) * 1000
-                    row = (cpu_ms, fixed["p50_ms"], fixed["p99_ms"])
+                    n = max(fixed["requests"], 1)
+                    cpu_ms = (cpu1 - cpu0) / n * 1000
+                    row = (cpu_ms, fixed["p50_ms"], fixed["p99_ms"], (triton1 - triton0) / n * 1000)
                     variant.fixed.setdefault(path, []).append(row)
                     print(
                         f"  {variant.name:>18} {path} @{args.rate:g}/s: {cpu_ms:.3f} ms CPU, "
-                        f"p50 {row[1]:.2f} ms, p99 {row[2]:.2f} ms"
+                        f"p50 {row[1]:.2f} ms, p99 {row[2]:.2f} ms, Triton {row[3]:.3f} ms CPU"
                     )
         finally:
             shutil.rmtree(lua_dir, ignore_errors=True)
@@ -163,9 +169,9 @@ def report(variants: list[Variant], rounds: int, rate: float) -> str:
             f"At a fixed {rate:g} req/s (open loop; gateway CPU per request, latency from the "
             "scheduled send time):",
             "",
-            "| variant | miss CPU ms/req | miss p50 / p99 ms | hit CPU ms/req | hit p50 / p99 ms "
-            "| miss CPU vs first | hit CPU vs first |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| variant | miss CPU ms/req | miss Triton CPU ms/req | miss p50 / p99 ms "
+            "| hit CPU ms/req | hit p50 / p99 ms | miss CPU vs first | hit CPU vs first |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
 
         def fixed(v: Variant, path: str, i: int) -> float:
@@ -173,7 +179,7 @@ def report(variants: list[Variant], rounds: int, rate: float) -> str:
 
         for v in variants:
             lines.append(
-                f"| {v.name} | {fixed(v, 'miss', 0):.3f} "
+                f"| {v.name} | {fixed(v, 'miss', 0):.3f} | {fixed(v, 'miss', 3):.3f} "
                 f"| {fixed(v, 'miss', 1):.2f} / {fixed(v, 'miss', 2):.2f} "
                 f"| {fixed(v, 'hit', 0):.3f} "
                 f"| {fixed(v, 'hit', 1):.2f} / {fixed(v, 'hit', 2):.2f} "
@@ -215,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
             for v in variants:
-                measure(v, redis.url, triton.grpc_url, args)
+                measure(v, redis.url, triton, args)
         table = report(variants, args.rounds, args.rate)
         print(table)
         if args.out is not None:
