@@ -137,8 +137,8 @@ class Settings(BaseSettings):
     each per request (the benchmark's baseline), and the windows below do nothing."""
     infer_window_ms: float = Field(default=2.0, ge=0.0, le=100.0)
     """While a model's real-time misses come at most twice this far apart on average, a miss
-    waits up to this long for others to share its Triton call (never past what its deadline
-    leaves beyond 3 ms); a quiet model's misses go at once. 0: share only within one
+    waits up to this long for others to share its Triton call (never more than half of what
+    its deadline leaves); a quiet model's misses go at once. 0: share only within one
     event-loop iteration."""
     write_back_window_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     """The same for write-backs of computed predictions; they are made after the answer, so

@@ -14,8 +14,7 @@ therefore holds a batch open for up to that long, but only while its key is busy
 recent parts of the key arrived on average at most ``2 * window_s`` apart (an exponentially
 weighted mean of the gaps), so that a wait is likely to gain company. A quiet key keeps the
 tick flush and its latency. A part never waits past its own ``wait_s`` (the service passes
-what its deadline leaves beyond the minimum a Triton round trip needs): it pulls the batch's
-flush forward.
+half of what the caller's deadline leaves): it pulls the batch's flush forward.
 
 The combined call runs as its own task, so a caller that gives up (deadline, disconnect)
 cancels only its own wait, never the call the others share. Its spans would land in the first

@@ -316,15 +316,13 @@ class PredictionService:
                 raise DeadlineExceeded("remaining deadline too short for real-time scoring")
         try:
             if timeout_s is None:
-                results = await self._infer_coalesced(spec, version, rows, keys, None, None)
+                results = await self._infer_coalesced(spec, version, rows, keys, None)
             else:
                 # gRPC's own deadline is the first bound; this one also covers a channel
                 # that is (re)connecting to a Triton that went away.
                 try:
                     async with asyncio.timeout(timeout_s):
-                        results = await self._infer_coalesced(
-                            spec, version, rows, keys, timeout_s, deadline
-                        )
+                        results = await self._infer_coalesced(spec, version, rows, keys, deadline)
                 except TimeoutError:
                     raise InferenceTimeout("inference deadline exceeded") from None
         except _LADDER_ERRORS as error:
@@ -360,10 +358,10 @@ class PredictionService:
         version: str,
         rows: npt.NDArray[np.floating[Any]],
         keys: list[_FlightKey | None],
-        timeout_s: float | None,
         deadline: float | None,
     ) -> list[tuple[_Scores, str, bool]]:
-        """(scores, model version, led) per row; a row already in flight awaits that call."""
+        """(scores, model version, led) per row; a row already in flight awaits that call.
+        ``deadline``: the caller's, on ``time.monotonic()``."""
         leaders: list[int] = []
         led_keys: list[_FlightKey | None] = []
         followers: list[tuple[int, asyncio.Future[tuple[_Scores, str]]]] = []
@@ -377,14 +375,16 @@ class PredictionService:
             leaders.append(position)
             led_keys.append(key)
         out: list[tuple[_Scores, str, bool]] = [((), "", False)] * len(keys)
+        timeout_s = None if deadline is None else deadline - time.monotonic()
         if leaders:
             batch = rows if len(leaders) == len(keys) else rows[leaders]
             call = self._inferences.post(
                 (spec.name, version),
                 (batch, deadline),
                 alone=tracing.in_sampled_trace(),
-                # Waiting for company must leave the Triton round trip its minimum budget.
-                wait_s=None if timeout_s is None else timeout_s - MIN_REALTIME_BUDGET_S,
+                # Waiting for company may take at most half of what the deadline leaves;
+                # the other half is the Triton call's.
+                wait_s=None if timeout_s is None else timeout_s / 2,
             )
             call.add_done_callback(lambda done: self._settle(done, led_keys))
             score_rows, model_version = await asyncio.shield(call)
@@ -437,11 +437,16 @@ class PredictionService:
     ) -> list[_ScoredRows]:
         deadlines = [deadline for _, deadline in parts]
         # The call serves every part, so it may take as long as the most patient one allows;
-        # each caller still stops waiting at its own deadline.
+        # each caller still stops waiting at its own deadline. Taken now, after any wait for
+        # company; never under the minimum, so that a late flush (a busy loop) is not sent
+        # to Triton already expired and counted against Triton's health by the breaker.
         timeout_s = (
             None
             if None in deadlines
-            else max(d for d in deadlines if d is not None) - time.monotonic()
+            else max(
+                max(d for d in deadlines if d is not None) - time.monotonic(),
+                MIN_REALTIME_BUDGET_S,
+            )
         )
         rows = parts[0][0] if len(parts) == 1 else np.concatenate([r for r, _ in parts])
         result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
@@ -550,7 +555,7 @@ class PredictionService:
             rows = build_rows(spec, [EntityQuery(item.entity_id, {})], [record.stored])
             flight_key: _FlightKey = (spec.name, version, item.entity_id, record.features_at)
             [(scores, model_version, _)] = await self._infer_coalesced(
-                spec, version, rows, [flight_key], None, None
+                spec, version, rows, [flight_key], None
             )
             cached = CachedPrediction(scores, model_version, self._clock(), record.features_at)
             await self._store.write_predictions(spec, [(item.entity_id, cached)])

@@ -296,3 +296,46 @@ async def test_steady_misses_share_triton_calls_within_the_window(
     # gathers ~50 misses into one call.
     assert executions[50] <= 120 // 4, executions
     assert executions[50] * 2 < executions[0], executions
+
+
+async def test_a_miss_waits_for_company_at_most_half_its_deadline(
+    redis_server: RedisServer, triton_server: TritonServer, kv: redis.Redis
+) -> None:
+    """A 100 ms window on a busy model: a miss with 120 ms left waits at most 60 ms of it, and
+    the batch it joined goes with it."""
+    burst, patient, hurried = [new_id() for _ in range(30)], new_id(), new_id()
+    for entity in [*burst, patient, hurried]:
+        put_features(kv, entity, TYPICAL)
+    url = PREDICT
+    with GatewayProcess(
+        spec_path=SPEC_PATH,
+        redis_url=redis_server.url,
+        triton_url=triton_server.grpc_url,
+        env={"GATEWAY_INFER_WINDOW_MS": "100"},
+    ) as gateway:
+        headers = {**gateway.headers, "X-Request-Timeout-Ms": "20000"}
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(
+            base_url=gateway.url, limits=limits, timeout=30, headers=headers
+        ) as http:
+            # 30 misses at once make the model busy (their mean gap falls near 0).
+            await asyncio.gather(
+                *(http.post(url, json={"entity_id": e, "cache": "bypass"}) for e in burst)
+            )
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            first = asyncio.ensure_future(
+                http.post(url, json={"entity_id": patient, "cache": "bypass"})
+            )
+            await asyncio.sleep(0.005)
+            second = http.post(
+                url,
+                json={"entity_id": hurried, "cache": "bypass"},
+                headers={"X-Request-Timeout-Ms": "120"},
+            )
+            answers = await asyncio.gather(first, second)
+            elapsed = loop.time() - start
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert [a.json()["source"] for a in answers] == ["model", "model"]
+    # Held for the whole window, both would take over 100 ms; pulled forward, ~60 ms.
+    assert elapsed < 0.095, elapsed
