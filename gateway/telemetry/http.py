@@ -275,6 +275,7 @@ def log_request(
 
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus text exposition (all workers' values in multiprocess mode)."""
+    metrics.flush()  # this worker's own figures are exact; here, on the loop's thread
     if multiproc.directory() is None:
         body = metrics.exposition()
     else:

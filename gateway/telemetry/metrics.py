@@ -20,12 +20,23 @@ The objects are module-level: prometheus_client's registry is process-wide by de
 multiprocess mode (several uvicorn workers, see ``multiproc``) the values live in files
 anyway. Label children are cached in plain dicts, so recording costs a dict lookup and the
 metric's own update, not ``labels()``'s validation on every request.
+
+The per-request API metrics (request duration, errors, shed, in-flight, predictions, feature
+and prediction ages) are buffered: a request adds to plain counters in this process, and
+:func:`flush` moves them into prometheus_client every second (``telemetry_running``), before
+this process answers a scrape, and at exit. prometheus_client's own update of a histogram
+scans its buckets in Python and, in multiprocess mode, writes memory-mapped files under a
+lock, once per value: recording the 5-7 values of a request cost a cache hit 12-19% of its CPU
+(docs/measurements.md). The price: a scrape that reaches another worker sees this one's last
+second late, and the in-flight gauge is sampled at each flush. Redis and Triton call
+durations (one per shared call, also recorded by the stream worker) are not buffered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,21 +150,110 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+class _BufferedHistogram:
+    """Observations of one histogram child, held until :func:`flush`."""
+
+    __slots__ = ("_bounds", "_child", "_counts", "_sum")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        # prometheus_client's own bounds, +Inf last: an observation goes to the first bucket
+        # whose bound is >= it, which is what bisect_left finds.
+        self._bounds: list[float] = child._upper_bounds
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    def flush(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        buckets = self._child._buckets
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+                counts[i] = 0
+        self._child._sum.inc(self._sum)
+        self._sum = 0.0
+
+
+class _BufferedCounter:
+    __slots__ = ("_child", "_n")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self._n = 0
+
+    def inc(self) -> None:
+        self._n += 1
+
+    def flush(self) -> None:
+        if self._n:
+            self._child.inc(self._n)
+            self._n = 0
+
+
+class InFlight:
+    """Requests being processed in this process; the gauge is set to it at each flush."""
+
+    __slots__ = ("_child", "value")
+
+    def __init__(self, child: Any) -> None:
+        self._child = child
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def dec(self) -> None:
+        self.value -= 1
+
+    def flush(self) -> None:
+        self._child.set(self.value)
+
+
+_Buffer = _BufferedHistogram | _BufferedCounter | InFlight
+_buffers: dict[tuple[Any, ...], Any] = {}
+_flush_order: list[_Buffer] = []
+
+
+def _buffered(metric: Any, *labels: str) -> Any:
+    key = (metric, *labels)
+    buffer = _buffers.get(key)
+    if buffer is None:
+        child = _child(metric, *labels)
+        kind = _BufferedHistogram if isinstance(metric, Histogram) else _BufferedCounter
+        buffer = _buffers[key] = kind(child)
+        _flush_order.append(buffer)
+    return buffer
+
+
+def flush() -> None:
+    """Move the buffered API metrics into prometheus_client. Call it on the event loop's
+    thread (the buffers are not locked)."""
+    for buffer in _flush_order:
+        buffer.flush()
+
+
 # Series that must exist before anything happens (a shed counter that appears only with the
 # first shed request breaks rate() and "absent" alerts).
-IN_FLIGHT_BY_TRANSPORT = {t: _child(IN_FLIGHT, t) for t in TRANSPORTS}
+IN_FLIGHT_BY_TRANSPORT = {t: InFlight(_child(IN_FLIGHT, t)) for t in TRANSPORTS}
+_flush_order.extend(IN_FLIGHT_BY_TRANSPORT.values())
 for _transport in TRANSPORTS:
-    _child(SHED, _transport)
+    _buffered(SHED, _transport)
 
 
 def observe_request(
     transport: str, route: str, model: str, outcome: str, seconds: float, error_type: str | None
 ) -> None:
-    _child(REQUEST_DURATION, transport, route, model, outcome).observe(seconds)
+    _buffered(REQUEST_DURATION, transport, route, model, outcome).observe(seconds)
     if error_type is not None:
-        _child(ERRORS, transport, error_type).inc()
+        _buffered(ERRORS, transport, error_type).inc()
     if outcome == "shed":
-        _child(SHED, transport).inc()
+        _buffered(SHED, transport).inc()
 
 
 def observe_triton(model: str, outcome: str, seconds: float) -> None:
@@ -176,11 +276,11 @@ def observe_predictions(
         source = source_label(
             prediction.source, prediction.flags, bypass_all or bool(items[i].overrides)
         )
-        _child(PREDICTIONS, model, source).inc()
+        _buffered(PREDICTIONS, model, source).inc()
         if prediction.feature_age_s is not None:
-            _child(FEATURE_AGE, model).observe(prediction.feature_age_s)
+            _buffered(FEATURE_AGE, model).observe(prediction.feature_age_s)
         if source in ("hit", "stale_hit", "stale_fallback") and prediction.prediction_age_s:
-            _child(PREDICTION_AGE, model, source).observe(prediction.prediction_age_s)
+            _buffered(PREDICTION_AGE, model, source).observe(prediction.prediction_age_s)
 
 
 def source_label(source: str, flags: Sequence[str], bypass: bool) -> str:

@@ -711,6 +711,14 @@ def test_two_workers_report_one_aggregate_on_every_scrape(
         with ThreadPoolExecutor(8) as pool:
             assert set(pool.map(one, range(n))) == {200}
         route = {"transport": "http", "route": PREDICT_ROUTE, "model": "fraud_scorer"}
+
+        def total() -> float:
+            samples = scrape(process.url)
+            return value(samples, "gateway_request_duration_seconds_count", **route, outcome="ok")
+
+        # A worker flushes its buffered API metrics every second and before answering a
+        # scrape itself (gateway/telemetry/metrics.py): within a second every scrape agrees.
+        wait_until(lambda: total() == n, timeout_s=5)
         totals = set()
         for _ in range(10):  # each scrape lands on either worker
             samples = scrape(process.url)

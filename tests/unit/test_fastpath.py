@@ -24,7 +24,15 @@ from gateway.errors import ModelNotFound
 from gateway.guard import Guard
 from gateway.keys import mint, write_keys_file
 from gateway.spec import ModelSpec, load_specs
+from gateway.telemetry import metrics as telemetry_metrics
 from gateway.telemetry.http import HttpTelemetry, install_telemetry
+
+
+def flushed_sample(name: str, labels: dict[str, str]) -> float | None:
+    """A sample as a scrape of this process would see it (the API metrics are buffered)."""
+    telemetry_metrics.flush()
+    return REGISTRY.get_sample_value(name, labels)
+
 
 MODEL = "unit_fast_model"
 
@@ -92,7 +100,7 @@ async def client(
 
 
 def count(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return flushed_sample(name, labels) or 0.0
 
 
 @pytest.mark.parametrize(

@@ -20,8 +20,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.api.problems import install_problem_handlers, problem_messages
 from gateway.errors import ModelNotFound, Overloaded
 from gateway.logs import JsonFormatter
+from gateway.telemetry import metrics as telemetry_metrics
 from gateway.telemetry.context import bind_request_id
 from gateway.telemetry.http import HttpTelemetry, _problem_type, install_telemetry
+
+
+def flushed_sample(name: str, labels: dict[str, str]) -> float | None:
+    """A sample as a scrape of this process would see it (the API metrics are buffered)."""
+    telemetry_metrics.flush()
+    return REGISTRY.get_sample_value(name, labels)
+
 
 MODELS = ("unit_http_model",)
 
@@ -69,7 +77,7 @@ def make_app(slow_request_s: float = 10.0) -> FastAPI:
 
 
 def count(**labels: str) -> float:
-    return REGISTRY.get_sample_value("gateway_request_duration_seconds_count", labels) or 0.0
+    return flushed_sample("gateway_request_duration_seconds_count", labels) or 0.0
 
 
 @pytest.fixture
@@ -94,7 +102,7 @@ async def test_routes_models_and_outcomes_are_labelled() -> None:
     shed = {"transport": "http", "route": "GET /shed/{thing}", "model": "", "outcome": "shed"}
     unmatched = {"transport": "http", "route": "unmatched", "model": "", "outcome": "client_error"}
     before = [count(**ok), count(**unknown), count(**shed), count(**unmatched)]
-    shed_before = REGISTRY.get_sample_value("gateway_shed_requests_total", {"transport": "http"})
+    shed_before = flushed_sample("gateway_shed_requests_total", {"transport": "http"})
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://unit") as client:
         assert (await client.post("/v1/models/unit_http_model/predict")).status_code == 200
@@ -104,10 +112,10 @@ async def test_routes_models_and_outcomes_are_labelled() -> None:
         assert (await client.get("/metrics")).status_code == 200  # not counted itself
     after = [count(**ok), count(**unknown), count(**shed), count(**unmatched)]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1, 1]
-    shed_after = REGISTRY.get_sample_value("gateway_shed_requests_total", {"transport": "http"})
+    shed_after = flushed_sample("gateway_shed_requests_total", {"transport": "http"})
     assert (shed_after or 0) - (shed_before or 0) == 1
     errors = {"transport": "http", "error_type": "ModelNotFound"}
-    assert (REGISTRY.get_sample_value("gateway_errors_total", errors) or 0) >= 1
+    assert (flushed_sample("gateway_errors_total", errors) or 0) >= 1
     assert "card-000042" not in (await _metrics_text(app))
 
 
@@ -167,7 +175,7 @@ async def test_an_unhandled_exception_is_an_error_outcome(log_lines: io.StringIO
         assert (await client.get("/boom")).status_code == 500
     assert count(**labels) == before + 1
     unhandled = {"transport": "http", "error_type": "Unhandled"}
-    assert (REGISTRY.get_sample_value("gateway_errors_total", unhandled) or 0) >= 1
+    assert (flushed_sample("gateway_errors_total", unhandled) or 0) >= 1
     # The traceback line is problems.py's; the middleware adds no second line for it.
     assert "request failed" not in log_lines.getvalue()
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.errors import (
     ClientDisconnected,
@@ -22,7 +22,14 @@ from gateway.errors import (
 )
 from gateway.service import Prediction
 from gateway.telemetry import metrics, multiproc
+from gateway.telemetry import metrics as telemetry_metrics
 from gateway.validation import EntityQuery, PredictRequest
+
+
+def flushed_sample(name: str, labels: dict[str, str]) -> float | None:
+    """A sample as a scrape of this process would see it (the API metrics are buffered)."""
+    telemetry_metrics.flush()
+    return REGISTRY.get_sample_value(name, labels)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +92,7 @@ def test_source_label_is_a_closed_set(
 
 
 def _sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return flushed_sample(name, labels) or 0.0
 
 
 def test_observe_predictions_counts_sources_and_ages_per_item() -> None:
@@ -189,3 +196,47 @@ def test_a_given_directory_is_emptied_of_an_earlier_run(
     monkeypatch.setenv(multiproc.ENV, str(tmp_path))
     assert multiproc.prepare(1) == tmp_path  # set explicitly: used even by one worker
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README"]
+
+
+def _samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, str], float]:
+    return {
+        (s.name.removeprefix(name), s.labels.get("le", "")): s.value
+        for metric in registry.collect()
+        if metric.name == name
+        for s in metric.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_a_buffered_histogram_flushes_what_prometheus_would_have_recorded() -> None:
+    registry = CollectorRegistry()
+    direct = Histogram("direct_seconds", "d", buckets=metrics.LATENCY_BUCKETS, registry=registry)
+    held = Histogram("held_seconds", "h", buckets=metrics.LATENCY_BUCKETS, registry=registry)
+    buffer = metrics._BufferedHistogram(held)
+    # Bucket bounds themselves, values just above them, zero, the largest bound and beyond.
+    values = [0.0, 0.0005, 0.00051, 0.001, 0.0075, 0.3, 2.5, 2.51, 1e9]
+    for value in values:
+        direct.observe(value)
+        buffer.observe(value)
+    assert set(_samples(registry, "held_seconds").values()) == {0.0}, "nothing before a flush"
+    buffer.flush()
+    buffer.flush()  # a second flush adds nothing
+    assert _samples(registry, "held_seconds") == _samples(registry, "direct_seconds")
+    assert _samples(registry, "held_seconds")[("_count", "")] == len(values)
+
+
+def test_buffered_counters_and_the_in_flight_gauge_reach_prometheus_at_flush() -> None:
+    registry = CollectorRegistry()
+    counter = metrics._BufferedCounter(Counter("held", "c", registry=registry))
+    gauge = metrics.InFlight(Gauge("live", "g", registry=registry))
+    for _ in range(3):
+        counter.inc()
+        gauge.inc()
+    gauge.dec()
+    assert registry.get_sample_value("held_total") == 0
+    assert registry.get_sample_value("live") == 0
+    counter.flush()
+    gauge.flush()
+    counter.flush()
+    assert registry.get_sample_value("held_total") == 3
+    assert registry.get_sample_value("live") == 2
