@@ -26,9 +26,10 @@ and prediction ages) are buffered: a request adds to plain counters in this proc
 :func:`flush` moves them into prometheus_client every second (``telemetry_running``), before
 this process answers a scrape, and at exit. prometheus_client's own update of a histogram
 scans its buckets in Python and, in multiprocess mode, writes memory-mapped files under a
-lock, once per value: recording the 5-7 values of a request cost a cache hit 12-19% of its CPU
-(docs/measurements.md). The price: a scrape that reaches another worker sees this one's last
-second late, and the in-flight gauge is sampled at each flush. Redis and Triton call
+lock, once per value: in multiprocess mode, buffering took 17% off a cache hit's CPU
+(docs/measurements.md; with one in-memory registry the gain was within the noise). The price:
+a scrape that reaches another worker sees this one's last second late, and the in-flight
+gauge is sampled at each flush. Redis and Triton call
 durations (one per shared call, also recorded by the stream worker) are not buffered.
 """
 
