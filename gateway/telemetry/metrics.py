@@ -95,7 +95,8 @@ REQUEST_DURATION = Histogram(
 )
 IN_FLIGHT = Gauge(
     "gateway_requests_in_flight",
-    "API requests being processed now (summed over the pod's worker processes).",
+    "API requests being processed (each worker's count sampled every second, summed over the "
+    "pod's worker processes).",
     ["transport"],
     multiprocess_mode="livesum",
 )
