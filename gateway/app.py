@@ -80,8 +80,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                         freeze_startup_heap()
                     yield {"service": service}
             finally:
-                await service.drain()
-                await store.aclose()
+                try:
+                    await service.drain()
+                finally:
+                    # The pipelined lookup connection is closed even if draining failed.
+                    await store.aclose()
 
     app = GatewayApp(
         title="Triton inference gateway",

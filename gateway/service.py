@@ -440,14 +440,10 @@ class PredictionService:
         # each caller still stops waiting at its own deadline. Taken now, after any wait for
         # company; never under the minimum, so that a late flush (a busy loop) is not sent
         # to Triton already expired and counted against Triton's health by the breaker.
-        timeout_s = (
-            None
-            if None in deadlines
-            else max(
-                max(d for d in deadlines if d is not None) - time.monotonic(),
-                MIN_REALTIME_BUDGET_S,
-            )
-        )
+        timeout_s = None
+        if None not in deadlines:
+            latest = max(d for d in deadlines if d is not None)
+            timeout_s = max(latest - time.monotonic(), MIN_REALTIME_BUDGET_S)
         rows = parts[0][0] if len(parts) == 1 else np.concatenate([r for r, _ in parts])
         result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
         score_rows = result.scores.tolist()
