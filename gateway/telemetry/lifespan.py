@@ -4,7 +4,6 @@ metrics flushed every second, metrics cleanup."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,10 +23,13 @@ async def telemetry_running(tracer_provider: TracerProvider | None = None) -> As
             yield
         finally:
             flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            metrics.flush()
-            metrics.mark_process_dead()
+            try:
+                # wait(), not `await flusher`: the flusher's own cancellation is expected, but
+                # a cancellation of this task while it waits must still propagate.
+                await asyncio.wait([flusher])
+            finally:
+                metrics.flush()
+                metrics.mark_process_dead()
 
 
 FLUSH_INTERVAL_S = 1.0
