@@ -51,6 +51,7 @@ from gateway.telemetry.metrics import observe_predictions
 from gateway.tensor import build_rows
 from gateway.triton import TritonClient
 from gateway.validation import EntityQuery, PredictRequest
+from gateway.waits import within
 
 log = logging.getLogger(__name__)
 
@@ -181,19 +182,17 @@ class PredictionService:
         degraded = False
         ids = [item.entity_id for item in items]
         try:
-            lookup = self._lookups.submit(
+            lookup = self._lookups.post(
                 (spec.name, version), (ids, read_cache), alone=tracing.in_sampled_trace()
             )
-            if timeout_s is None:
-                records = await lookup
-            else:
-                # The deadline bounds everything the lookup may wait for: (re)connecting,
-                # the round trip and its one retry.
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        records = await lookup
-                except TimeoutError:
-                    raise DeadlineExceeded("deadline passed during the feature lookup") from None
+            # The deadline bounds everything the lookup may wait for: (re)connecting, the
+            # round trip and its one retry.
+            try:
+                records = await within(lookup, timeout_s, shared=False)
+            except TimeoutError:
+                if timeout_s is None:
+                    raise
+                raise DeadlineExceeded("deadline passed during the feature lookup") from None
         except FeatureStoreUnavailable:
             if policy.without_feature_store == "fail" or mode == "only":
                 raise
@@ -308,23 +307,11 @@ class PredictionService:
             else (spec.name, version, items[i].entity_id, records[i].features_at)
             for i in misses
         ]
-        timeout_s = None
-        if deadline is not None:
-            timeout_s = deadline - time.monotonic()
-            if timeout_s < MIN_REALTIME_BUDGET_S:
-                # The caller's own deadline, not a Triton failure: 504 now, without trying.
-                raise DeadlineExceeded("remaining deadline too short for real-time scoring")
+        if deadline is not None and deadline - time.monotonic() < MIN_REALTIME_BUDGET_S:
+            # The caller's own deadline, not a Triton failure: 504 now, without trying.
+            raise DeadlineExceeded("remaining deadline too short for real-time scoring")
         try:
-            if timeout_s is None:
-                results = await self._infer_coalesced(spec, version, rows, keys, None)
-            else:
-                # gRPC's own deadline is the first bound; this one also covers a channel
-                # that is (re)connecting to a Triton that went away.
-                try:
-                    async with asyncio.timeout(timeout_s):
-                        results = await self._infer_coalesced(spec, version, rows, keys, deadline)
-                except TimeoutError:
-                    raise InferenceTimeout("inference deadline exceeded") from None
+            results = await self._infer_coalesced(spec, version, rows, keys, deadline)
         except _LADDER_ERRORS as error:
             self._answer_from_ladder(
                 spec, request, records, misses, predictions, now, error, feature_flags, usabilities
@@ -361,7 +348,9 @@ class PredictionService:
         deadline: float | None,
     ) -> list[tuple[_Scores, str, bool]]:
         """(scores, model version, led) per row; a row already in flight awaits that call.
-        ``deadline``: the caller's, on ``time.monotonic()``."""
+        ``deadline``: the caller's, on ``time.monotonic()``; past it, InferenceTimeout. gRPC's
+        own deadline is the first bound; this one also covers a channel that is
+        (re)connecting to a Triton that went away, and the wait for a batch's company."""
         leaders: list[int] = []
         led_keys: list[_FlightKey | None] = []
         followers: list[tuple[int, asyncio.Future[tuple[_Scores, str]]]] = []
@@ -387,12 +376,17 @@ class PredictionService:
                 wait_s=None if timeout_s is None else timeout_s / 2,
             )
             call.add_done_callback(lambda done: self._settle(done, led_keys))
-            score_rows, model_version = await asyncio.shield(call)
+            # Shared: the followers of these rows depend on the call.
+            try:
+                score_rows, model_version = await within(call, timeout_s, shared=True)
+            except TimeoutError:
+                raise InferenceTimeout("inference deadline exceeded") from None
             for n, position in enumerate(leaders):
                 out[position] = (tuple(score_rows[n]), model_version, True)
         for position, future in followers:
+            left = None if deadline is None else deadline - time.monotonic()
             try:
-                scores, model_version = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+                scores, model_version = await within(future, left, shared=True)
             except TimeoutError:
                 raise InferenceTimeout("inference deadline exceeded") from None
             out[position] = (scores, model_version, False)

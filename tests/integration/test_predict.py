@@ -13,6 +13,7 @@ import redis
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
 from tests.integration.conftest import SPEC_PATH, wait_until
+from tests.integration.delay_proxy import DelayProxy
 from tests.integration.helpers import (
     TYPICAL,
     cached,
@@ -339,3 +340,39 @@ async def test_a_miss_waits_for_company_at_most_half_its_deadline(
     assert [a.json()["source"] for a in answers] == ["model", "model"]
     # Held for the whole window, both would take over 100 ms; pulled forward, ~60 ms.
     assert elapsed < 0.095, elapsed
+
+
+def test_a_stalled_feature_lookup_is_a_504_at_the_deadline_and_the_next_one_is_served(
+    redis_server: RedisServer, triton_server: TritonServer, kv: redis.Redis
+) -> None:
+    """Redis answers 2 s late: the request gets its 504 at its own 300 ms deadline (the lookup
+    it gave up is dropped, not left to confuse the connection), and once Redis is prompt
+    again a request is scored as usual."""
+    stalled, later = new_id(), new_id()
+    for entity in (stalled, later):
+        put_features(kv, entity, TYPICAL)
+    with (
+        DelayProxy(f"127.0.0.1:{redis_server.port}") as proxy,
+        GatewayProcess(
+            spec_path=SPEC_PATH,
+            redis_url=f"redis://{proxy.address}/0",
+            triton_url=triton_server.grpc_url,
+        ) as gateway,
+        httpx.Client(base_url=gateway.url, timeout=10, headers=gateway.headers) as http,
+    ):
+        proxy.delay_s = 2.0
+        start = time.monotonic()
+        late = http.post(
+            PREDICT, json={"entity_id": stalled}, headers={"X-Request-Timeout-Ms": "300"}
+        )
+        elapsed = time.monotonic() - start
+        proxy.delay_s = 0.0
+        time.sleep(2.5)  # the held reply arrives and is read and dropped
+        served = http.post(PREDICT, json={"entity_id": later})
+    assert late.status_code == 504, late.text
+    assert late.json()["title"] == "Deadline exceeded"
+    assert 0.25 < elapsed < 1.5, elapsed
+    assert served.status_code == 200, served.text
+    body = served.json()
+    assert body["entity_id"] == later
+    assert body["scores"]["fraud_probability"] == pytest.approx(reference_score(TYPICAL), abs=1e-6)

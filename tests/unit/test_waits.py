@@ -1,0 +1,67 @@
+"""within(): a deadline on a future, and what a timeout or a cancellation does to that future."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.waits import within
+
+
+def pending() -> asyncio.Future[int]:
+    return asyncio.get_running_loop().create_future()
+
+
+async def test_a_done_future_answers_at_once() -> None:
+    future = pending()
+    future.set_result(7)
+    assert await within(future, 0.0, shared=True) == 7
+
+
+async def test_the_result_or_the_error_arrives_before_the_timeout() -> None:
+    for shared in (True, False):
+        future = pending()
+        asyncio.get_running_loop().call_later(0.01, future.set_result, 3)
+        assert await within(future, 5.0, shared=shared) == 3
+        failing = pending()
+        asyncio.get_running_loop().call_later(0.01, failing.set_exception, LookupError("x"))
+        with pytest.raises(LookupError):
+            await within(failing, 5.0, shared=shared)
+
+
+async def test_no_timeout_waits_for_the_outcome() -> None:
+    for shared in (True, False):
+        future = pending()
+        asyncio.get_running_loop().call_later(0.05, future.set_result, 4)
+        assert await within(future, None, shared=shared) == 4
+
+
+async def test_a_timeout_cancels_an_owned_future() -> None:
+    future = pending()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(TimeoutError):
+        await within(future, 0.05, shared=False)
+    assert 0.04 <= loop.time() - start < 2.0
+    assert future.cancelled()
+
+
+async def test_a_timeout_leaves_a_shared_future_to_the_others() -> None:
+    future = pending()
+    with pytest.raises(TimeoutError):
+        await within(future, 0.05, shared=True)
+    assert not future.done()
+    future.set_result(5)  # the others still get it; no callback of the waiter is left over
+    assert await within(future, None, shared=True) == 5
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_the_callers_cancellation_reaches_only_an_owned_future(shared: bool) -> None:
+    future = pending()
+    waiting = asyncio.get_running_loop().create_task(within(future, 5.0, shared=shared))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert future.cancelled() is not shared
