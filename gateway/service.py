@@ -423,6 +423,8 @@ class PredictionService:
                 rows_in_chunk = 0
             chunks[-1].append(part)
             rows_in_chunk += n
+        if len(chunks) == 1:  # nearly always: no gather (a task and a future) needed
+            return await self._infer_chunk(spec, key[1], chunks[0])
         scored = await asyncio.gather(*(self._infer_chunk(spec, key[1], c) for c in chunks))
         return [result for chunk in scored for result in chunk]
 
