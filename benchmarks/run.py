@@ -385,7 +385,6 @@ def _spread(values: list[float]) -> str:
 
 
 def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) -> None:
-    by = {t.key: t.result for t in targets}
     keyed = {t.key: t for t in targets}
     lines = ["# Benchmark: direct Triton vs gateway vs reference gateway", ""]
     lines += [
@@ -419,7 +418,7 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
         "|---|---:|---:|---:|---:|",
     ]
     for num, den in (("b", "a"), ("c", "a"), ("b", "d")):
-        x, y = by[num], by[den]
+        x, y = keyed[num].result, keyed[den].result
         lines.append(
             f"| ({num})/({den}) | {x['rps'] / y['rps']:.2f} | "
             f"{_spread(paired(keyed[num], keyed[den], 'rps'))} | "

@@ -96,7 +96,8 @@ class TickBatcher(Generic[K, P, R]):
         self, key: K, part: P, *, alone: bool = False, wait_s: float | None = None
     ) -> asyncio.Future[R]:
         """The part's result, as a future: callers that must not cancel it (it may be shared
-        further) shield it, fire-and-forget callers add a done callback. No task is created:
+        further) wait with ``gateway.waits.within(..., shared=True)``, fire-and-forget callers
+        add a done callback. No task is created:
         at tens of thousands of requests a second, a task per request is a visible cost.
 
         ``alone``: this part gets a call of its own, made at once in the caller's context

@@ -186,12 +186,11 @@ class PredictionService:
                 (spec.name, version), (ids, read_cache), alone=tracing.in_sampled_trace()
             )
             # The deadline bounds everything the lookup may wait for: (re)connecting, the
-            # round trip and its one retry.
+            # round trip and its one retry. (The lookup's own errors, TimeoutError being an
+            # OSError, arrive as FeatureStoreUnavailable: a TimeoutError here is the deadline.)
             try:
                 records = await within(lookup, timeout_s, shared=False)
             except TimeoutError:
-                if timeout_s is None:
-                    raise
                 raise DeadlineExceeded("deadline passed during the feature lookup") from None
         except FeatureStoreUnavailable:
             if policy.without_feature_store == "fail" or mode == "only":
