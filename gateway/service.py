@@ -47,10 +47,10 @@ from gateway.microbatch import TickBatcher
 from gateway.spec import ModelSpec
 from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
 from gateway.telemetry import tracing
-from gateway.telemetry.metrics import observe_predictions
+from gateway.telemetry.metrics import observe_prediction, observe_predictions
 from gateway.tensor import build_rows
 from gateway.triton import TritonClient
-from gateway.validation import EntityQuery, PredictRequest
+from gateway.validation import CacheMode, EntityQuery, PredictRequest
 from gateway.waits import within
 
 log = logging.getLogger(__name__)
@@ -168,19 +168,54 @@ class PredictionService:
         self, spec: ModelSpec, request: PredictRequest, *, timeout_s: float | None = None
     ) -> PredictOutcome:
         """``timeout_s``: the caller's remaining deadline; it bounds Redis and Triton."""
-        deadline = None
-        if timeout_s is not None:
-            if timeout_s <= 0:
-                raise DeadlineExceeded("the request's deadline passed before it was processed")
-            deadline = time.monotonic() + timeout_s
+        deadline = _deadline(timeout_s)
         version = self.served_versions[spec.name]
-        policy = spec.policy
         items = request.items
-        mode = request.cache_mode
         # A prediction computed from request overrides is not the entity's prediction.
         read_cache = [not item.overrides for item in items]
-        degraded = False
         ids = [item.entity_id for item in items]
+        records, degraded = await self._fetch(
+            spec, version, ids, read_cache, request.cache_mode, timeout_s
+        )
+        return await self._resolve(spec, version, request, records, degraded, deadline)
+
+    async def predict_entity(
+        self, spec: ModelSpec, entity_id: str, *, timeout_s: float | None = None
+    ) -> Prediction | PredictOutcome:
+        """The common request: one entity, no overrides, cache mode ``prefer``.
+
+        A fresh cached prediction comes back as the :class:`Prediction` that :meth:`predict`
+        would have put in its outcome, without the ladder's general machinery (a quarter of a
+        cache hit's CPU, docs/measurements.md); anything else is :meth:`predict`'s outcome,
+        from the same lookup.
+        """
+        deadline = _deadline(timeout_s)
+        version = self.served_versions[spec.name]
+        records, degraded = await self._fetch(
+            spec, version, [entity_id], _READ_CACHE, "prefer", timeout_s
+        )
+        if not degraded:
+            hit = _fresh_hit(spec, version, entity_id, records[0], self._clock())
+            if hit is not None:
+                observe_prediction(spec.name, hit, bypass=False)
+                return hit
+        request = PredictRequest(
+            items=[EntityQuery(entity_id=entity_id, overrides={})],
+            cache_mode="prefer",
+            batch=False,
+        )
+        return await self._resolve(spec, version, request, records, degraded, deadline)
+
+    async def _fetch(
+        self,
+        spec: ModelSpec,
+        version: str,
+        ids: list[str],
+        read_cache: list[bool],
+        mode: CacheMode,
+        timeout_s: float | None,
+    ) -> tuple[list[EntityRecord], bool]:
+        """Each entity's record, and whether the store was down (degraded: empty records)."""
         try:
             lookup = self._lookups.post(
                 (spec.name, version), (ids, read_cache), alone=tracing.in_sampled_trace()
@@ -189,13 +224,27 @@ class PredictionService:
             # round trip and its one retry. (The lookup's own errors, TimeoutError being an
             # OSError, arrive as FeatureStoreUnavailable: a TimeoutError here is the deadline.)
             try:
-                records = await within(lookup, timeout_s, shared=False)
+                return await within(lookup, timeout_s, shared=False), False
             except TimeoutError:
                 raise DeadlineExceeded("deadline passed during the feature lookup") from None
         except FeatureStoreUnavailable:
-            if policy.without_feature_store == "fail" or mode == "only":
+            if spec.policy.without_feature_store == "fail" or mode == "only":
                 raise
-            records, degraded = [NO_RECORD] * len(items), True
+            return [NO_RECORD] * len(ids), True
+
+    async def _resolve(
+        self,
+        spec: ModelSpec,
+        version: str,
+        request: PredictRequest,
+        records: list[EntityRecord],
+        degraded: bool,
+        deadline: float | None,
+    ) -> PredictOutcome:
+        """The serving ladder over looked-up records: cache, model, stale, default."""
+        policy = spec.policy
+        items = request.items
+        mode = request.cache_mode
         now = self._clock()
         predictions: list[Prediction | None] = [None] * len(items)
         misses: list[int] = []
@@ -593,6 +642,47 @@ def _log_write_back(model: str, done: asyncio.Future[None]) -> None:
         log.warning("prediction write-back failed", extra={"model": model})
     elif error is not None:
         log.error("prediction write-back failed", extra={"model": model}, exc_info=error)
+
+
+_READ_CACHE = [True]
+
+
+def _deadline(timeout_s: float | None) -> float | None:
+    """The caller's deadline on ``time.monotonic()``, from its remaining budget."""
+    if timeout_s is None:
+        return None
+    if timeout_s <= 0:
+        raise DeadlineExceeded("the request's deadline passed before it was processed")
+    return time.monotonic() + timeout_s
+
+
+def _fresh_hit(
+    spec: ModelSpec, version: str, entity_id: str, record: EntityRecord, now: float
+) -> Prediction | None:
+    """What the ladder answers for a fresh cached prediction with nothing to flag, else None.
+
+    The same rules as :meth:`PredictionService._resolve` in mode ``prefer``: features older
+    than the policy allows (rejected or flagged) and every other rung are left to it."""
+    cached = record.cached
+    if cached is None:
+        return None
+    max_feature_age = spec.policy.max_feature_age_s
+    if max_feature_age is not None:
+        feature_age = _age(now, record.features_at)
+        if feature_age is not None and feature_age > max_feature_age:
+            return None
+    usability = cached.usability(
+        now=now, version=version, policy=spec.policy, features_at=record.features_at
+    )
+    if usability is not Usability.FRESH:
+        return None
+    return Prediction(
+        entity_id=entity_id,
+        scores=cached.scores,
+        source="cache",
+        prediction_age_s=max(0.0, now - cached.scored_at),
+        feature_age_s=_age(now, cached.features_at),
+    )
 
 
 def _from_cache(

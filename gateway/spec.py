@@ -117,6 +117,8 @@ class ModelSpec:
     outputs: tuple[OutputSpec, ...]
     features: tuple[FeatureSpec, ...]
     feature_by_name: Mapping[str, FeatureSpec] = field(compare=False, repr=False)
+    output_names: tuple[str, ...] = field(compare=False, repr=False)
+    """The outputs' names, in order (every answer's score keys)."""
 
     @property
     def cache_ttl_s(self) -> int:
@@ -231,6 +233,7 @@ def _parse_model(name: str, body: Any, where: str) -> ModelSpec:
         outputs=outputs,
         features=features,
         feature_by_name={f.name: f for f in features},
+        output_names=tuple(o.name for o in outputs),
     )
 
 

@@ -18,10 +18,12 @@ from starlette.types import Receive
 from gateway.api.body import read_json
 from gateway.api.problems import problem_headers, problem_parts
 from gateway.errors import GatewayError
-from gateway.service import PredictionService, PredictOutcome
+from gateway.service import Prediction, PredictionService, PredictOutcome
+from gateway.spec import ModelSpec
 from gateway.telemetry import tracing
 from gateway.telemetry.context import bind_request_id
 from gateway.validation import (
+    parse_entity_id,
     parse_predict_body,
     parse_timeout_header,
     request_budget,
@@ -71,25 +73,95 @@ async def answer_predict(
         arrived = time.monotonic()
         budget = request_budget(spec, parse_timeout_header(timeout))
         body = await read_json(receive, length, max_body_bytes)
-        parsed = tracing.call("validate", parse_predict_body, spec, body)
-        outcome = await service.predict(
-            spec,
-            parsed,
-            timeout_s=None if budget is None else budget - (time.monotonic() - arrived),
-        )
+        entity_id = _plain_entity(body)
+        if entity_id is not None and not tracing.in_sampled_trace():
+            # The common request, validated as parse_predict_body would (same errors).
+            result = await service.predict_entity(
+                spec,
+                parse_entity_id(spec, entity_id, "entity_id"),
+                timeout_s=None if budget is None else budget - (time.monotonic() - arrived),
+            )
+        else:
+            parsed = tracing.call("validate", parse_predict_body, spec, body)
+            result = await service.predict(
+                spec,
+                parsed,
+                timeout_s=None if budget is None else budget - (time.monotonic() - arrived),
+            )
     except GatewayError as error:
         return problem_answer(error, request_id)
-    payload = _single(outcome) if "instances" not in body else _batch(outcome)
-    payload["request_id"] = request_id
-    encoded = orjson.dumps(payload)
-    out = [_JSON, (b"content-length", b"%d" % len(encoded))]
-    out += _ladder_headers(outcome)
-    out.append((b"x-request-id", request_id.encode()))
-    return Answer(200, out, encoded, None)
+    if isinstance(result, Prediction):
+        return _single(spec, service.served_versions[spec.name], result, request_id)
+    if "instances" not in body:
+        return _single(spec, result.model_version, result.predictions[0], request_id)
+    return _batch(result, request_id)
 
 
-def _prediction_body(outcome: PredictOutcome, index: int, names: list[str]) -> dict[str, Any]:
-    p = outcome.predictions[index]
+def _plain_entity(body: Any) -> Any:
+    """The ``entity_id`` of a body that asks for nothing else (cache mode ``prefer``)."""
+    if type(body) is not dict or "entity_id" not in body:
+        return None
+    if len(body) == 1 or (len(body) == 2 and body.get("cache") == "prefer"):
+        return body["entity_id"]
+    return None
+
+
+def _single(spec: ModelSpec, model_version: str, p: Prediction, request_id: str) -> Answer:
+    encoded = orjson.dumps(
+        {
+            "model": spec.name,
+            "model_version": model_version,
+            **_prediction_body(p, spec.output_names),
+            "request_id": request_id,
+        }
+    )
+    return Answer(
+        200,
+        [
+            _JSON,
+            (b"content-length", b"%d" % len(encoded)),
+            *_ladder_headers(p.source, model_version, p.prediction_age_s, p.feature_age_s),
+            (b"x-request-id", request_id.encode()),
+        ],
+        encoded,
+        None,
+    )
+
+
+def _batch(outcome: PredictOutcome, request_id: str) -> Answer:
+    names = outcome.spec.output_names
+    predictions = outcome.predictions
+    encoded = orjson.dumps(
+        {
+            "model": outcome.spec.name,
+            "model_version": outcome.model_version,
+            "predictions": [_prediction_body(p, names) for p in predictions],
+            "request_id": request_id,
+        }
+    )
+    # For a batch: every source, and the oldest ages.
+    sources = ",".join(sorted({p.source for p in predictions}))
+    prediction_age = max(
+        (p.prediction_age_s for p in predictions if p.prediction_age_s is not None),
+        default=None,
+    )
+    feature_age = max(
+        (p.feature_age_s for p in predictions if p.feature_age_s is not None), default=None
+    )
+    return Answer(
+        200,
+        [
+            _JSON,
+            (b"content-length", b"%d" % len(encoded)),
+            *_ladder_headers(sources, outcome.model_version, prediction_age, feature_age),
+            (b"x-request-id", request_id.encode()),
+        ],
+        encoded,
+        None,
+    )
+
+
+def _prediction_body(p: Prediction, names: Sequence[str]) -> dict[str, Any]:
     return {
         "entity_id": p.entity_id,
         "scores": None if p.scores is None else dict(zip(names, p.scores, strict=True)),
@@ -100,42 +172,13 @@ def _prediction_body(outcome: PredictOutcome, index: int, names: list[str]) -> d
     }
 
 
-def _single(outcome: PredictOutcome) -> dict[str, Any]:
-    body = {"model": outcome.spec.name, "model_version": outcome.model_version}
-    body.update(_prediction_body(outcome, 0, [o.name for o in outcome.spec.outputs]))
-    return body
-
-
-def _batch(outcome: PredictOutcome) -> dict[str, Any]:
-    names = [o.name for o in outcome.spec.outputs]
-    return {
-        "model": outcome.spec.name,
-        "model_version": outcome.model_version,
-        "predictions": [
-            _prediction_body(outcome, i, names) for i in range(len(outcome.predictions))
-        ],
-    }
-
-
-def _ladder_headers(outcome: PredictOutcome) -> list[tuple[bytes, bytes]]:
-    """Which rung answered, in headers too; for a batch the oldest ages and every source."""
-    predictions = outcome.predictions
-    if len(predictions) == 1:
-        p = predictions[0]
-        sources: str = p.source
-        prediction_age, feature_age = p.prediction_age_s, p.feature_age_s
-    else:
-        sources = ",".join(sorted({p.source for p in predictions}))
-        prediction_age = max(
-            (p.prediction_age_s for p in predictions if p.prediction_age_s is not None),
-            default=None,
-        )
-        feature_age = max(
-            (p.feature_age_s for p in predictions if p.feature_age_s is not None), default=None
-        )
+def _ladder_headers(
+    sources: str, model_version: str, prediction_age: float | None, feature_age: float | None
+) -> list[tuple[bytes, bytes]]:
+    """Which rung answered, in headers too."""
     headers = [
         (b"x-prediction-source", sources.encode()),
-        (b"x-model-version", outcome.model_version.encode()),
+        (b"x-model-version", model_version.encode()),
     ]
     if prediction_age is not None:
         headers.append((b"x-prediction-age", b"%.3f" % prediction_age))

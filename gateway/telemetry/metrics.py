@@ -273,16 +273,18 @@ def observe_predictions(
     items = request.items
     bypass_all = request.cache_mode == "bypass"
     for i, prediction in enumerate(predictions):
-        if prediction is None:
-            continue
-        source = source_label(
-            prediction.source, prediction.flags, bypass_all or bool(items[i].overrides)
-        )
-        _buffered(PREDICTIONS, model, source).inc()
-        if prediction.feature_age_s is not None:
-            _buffered(FEATURE_AGE, model).observe(prediction.feature_age_s)
-        if source in ("hit", "stale_hit", "stale_fallback") and prediction.prediction_age_s:
-            _buffered(PREDICTION_AGE, model, source).observe(prediction.prediction_age_s)
+        if prediction is not None:
+            observe_prediction(model, prediction, bypass=bypass_all or bool(items[i].overrides))
+
+
+def observe_prediction(model: str, prediction: Prediction, *, bypass: bool) -> None:
+    """``bypass``: the cache was not to answer it (cache mode ``bypass``, or overrides)."""
+    source = source_label(prediction.source, prediction.flags, bypass)
+    _buffered(PREDICTIONS, model, source).inc()
+    if prediction.feature_age_s is not None:
+        _buffered(FEATURE_AGE, model).observe(prediction.feature_age_s)
+    if source in ("hit", "stale_hit", "stale_fallback") and prediction.prediction_age_s:
+        _buffered(PREDICTION_AGE, model, source).observe(prediction.prediction_age_s)
 
 
 def source_label(source: str, flags: Sequence[str], bypass: bool) -> str:

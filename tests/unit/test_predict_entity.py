@@ -1,0 +1,144 @@
+"""``predict_entity`` (the plain single-entity request) answers exactly as ``predict`` does.
+
+Its shortcut for a fresh cached prediction must give the prediction the ladder would give,
+and every other record must go the ladder's way: each case runs both methods on the same
+stored record, at the same clock, and compares what they return or raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+from typing import Any, cast
+
+import numpy.typing as npt
+import pytest
+
+from gateway.cache import CachedPrediction
+from gateway.errors import FeatureStoreUnavailable, GatewayError
+from gateway.service import Prediction, PredictionService, PredictOutcome
+from gateway.spec import ModelSpec, load_specs
+from gateway.store import EntityRecord, RedisStore
+from gateway.triton import InferenceResult, TritonClient
+from gateway.validation import EntityQuery, PredictRequest
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "config" / "models.yaml"
+NOW = 1_800_000_000.0
+ENTITY = "card-000042"
+
+
+class OneRecordStore:
+    """Answers every lookup with one record (or fails); counts lookups, keeps write-backs."""
+
+    def __init__(self, record: EntityRecord | None) -> None:
+        self.record = record
+        self.lookups = 0
+        self.written: list[Any] = []
+
+    async def lookup(
+        self, spec: ModelSpec, version: str, ids: list[str], read_cache: list[bool]
+    ) -> list[EntityRecord]:
+        self.lookups += 1
+        if self.record is None:
+            raise FeatureStoreUnavailable("feature store unavailable")
+        return [self.record for _ in ids]
+
+    async def write_predictions(self, spec: ModelSpec, entries: Any) -> None:
+        self.written += list(entries)
+
+    async def claim(self, key: str, ttl_ms: int) -> bool:
+        return False  # another replica refreshes: no background task to wait for
+
+
+class HalvingTriton:
+    async def infer(
+        self, spec: Any, version: str, rows: npt.NDArray[Any], *, timeout_s: float | None = None
+    ) -> InferenceResult:
+        return InferenceResult(scores=rows[:, :1] / 2, model_version=version)
+
+
+def spec_with(**policy: Any) -> ModelSpec:
+    spec = load_specs(SPEC_PATH)["fraud_scorer"]
+    return dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, **policy))
+
+
+STORED: list[bytes | None] = [b"3.5" for _ in load_specs(SPEC_PATH)["fraud_scorer"].features]
+
+
+def cached(age_s: float, *, version: str = "1", features_at: float | None = NOW - 600) -> Any:
+    return CachedPrediction((0.25,), version, NOW - age_s, features_at)
+
+
+def record(cached: CachedPrediction | None, features_at: float | None = NOW - 600) -> EntityRecord:
+    return EntityRecord(stored=list(STORED), features_at=features_at, cached=cached)
+
+
+CASES: dict[str, tuple[dict[str, Any], EntityRecord | None, bool]] = {
+    # name: (policy changes, the stored record or None for a failing store, shortcut taken?)
+    "fresh": ({}, record(cached(10)), True),
+    "fresh, scored before its features were written": (
+        {},
+        record(cached(10, features_at=NOW - 900), features_at=NOW - 900),
+        True,
+    ),
+    "fresh, no stored features time": ({}, record(cached(10, features_at=None), None), True),
+    "revalidating": ({}, record(cached(3600 + 60)), False),
+    "fallback only": ({}, record(cached(3600 + 600)), False),
+    "too old to serve at all": ({}, record(cached(30_000)), False),
+    "another model version": ({}, record(cached(10, version="0")), False),
+    "features newer than the prediction": (
+        {},
+        record(cached(10, features_at=NOW - 900), features_at=NOW - 300),
+        False,
+    ),
+    "nothing cached": ({}, record(None), False),
+    "old features, flagged": ({"max_feature_age_s": 60.0}, record(cached(10)), False),
+    "old features, rejected": (
+        {"max_feature_age_s": 60.0, "on_old_features": "reject"},
+        record(cached(10)),
+        False,
+    ),
+    "old features within the limit": ({"max_feature_age_s": 3600.0}, record(cached(10)), True),
+    "store down, fail": ({"without_feature_store": "fail"}, None, False),
+    "store down, defaults": ({"without_feature_store": "defaults"}, None, False),
+}
+
+
+def service_for(spec: ModelSpec, store: OneRecordStore) -> PredictionService:
+    return PredictionService(
+        {spec.name: spec},
+        {spec.name: "1"},
+        cast(RedisStore, store),
+        cast(TritonClient, HalvingTriton()),
+        clock=lambda: NOW,
+    )
+
+
+async def outcome_of(call: Any) -> Any:
+    try:
+        return await call
+    except GatewayError as error:
+        return (type(error), str(error), error.field)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_the_plain_request_is_answered_as_the_general_one(case: str) -> None:
+    policy, stored_record, shortcut = CASES[case]
+    spec = spec_with(**policy)
+    general_store, plain_store = OneRecordStore(stored_record), OneRecordStore(stored_record)
+    request = PredictRequest([EntityQuery(ENTITY, {})], "prefer", batch=False)
+
+    general = await outcome_of(service_for(spec, general_store).predict(spec, request))
+    plain = await outcome_of(service_for(spec, plain_store).predict_entity(spec, ENTITY))
+    for _ in range(5):  # write-backs run after the answer
+        await asyncio.sleep(0)
+
+    assert isinstance(plain, Prediction) is shortcut
+    if isinstance(plain, Prediction):
+        assert general == PredictOutcome(spec=spec, model_version="1", predictions=[plain])
+    else:
+        assert plain == general
+    # One lookup each, and the same write-backs (a miss writes its result back).
+    assert plain_store.lookups == general_store.lookups == 1
+    assert plain_store.written == general_store.written
