@@ -21,13 +21,19 @@ from gateway.api.grpc_wrap import Behavior, UnaryWrapInterceptor
 from gateway.auth import caller_may_use
 from gateway.config import Settings
 from gateway.errors import GatewayError, InferenceTimeout
-from gateway.service import PredictionService, PredictOutcome
+from gateway.service import Prediction, PredictionService
+from gateway.spec import ModelSpec
 from gateway.telemetry import tracing
 from gateway.telemetry.context import bind_request_id
 from gateway.telemetry.grpc import RefusalCounter
 from gateway.v1._generated import gateway_pb2 as pb
 from gateway.v1._generated import gateway_pb2_grpc as pb_grpc
-from gateway.validation import parse_predict_body, request_budget, request_id_or_new
+from gateway.validation import (
+    parse_entity_id,
+    parse_predict_body,
+    request_budget,
+    request_id_or_new,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,24 +66,41 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictResponse:
         request_id = _request_id(request.request_id, context)
-        spec = self._service.spec(request.model)
-        body = {
-            "entity_id": request.entity_id,
-            "features": _features(request.features),
-            "cache": _cache_mode(request.cache),
-        }
-        outcome = await _within_deadline(
-            self._service.predict(
-                spec,
-                tracing.call("validate", parse_predict_body, spec, body),
-                timeout_s=request_budget(spec, context.time_remaining()),
-            ),
-            context,
-        )
+        service = self._service
+        spec = service.spec(request.model)
+        cache = _cache_mode(request.cache)
+        if not request.features and cache == "prefer" and not tracing.in_sampled_trace():
+            # The common request (as REST's plain body): validated as parse_predict_body would.
+            result = await _within_deadline(
+                service.predict_entity(
+                    spec,
+                    parse_entity_id(spec, request.entity_id, "entity_id"),
+                    timeout_s=request_budget(spec, context.time_remaining()),
+                ),
+                context,
+            )
+        else:
+            body = {
+                "entity_id": request.entity_id,
+                "features": _features(request.features),
+                "cache": cache,
+            }
+            result = await _within_deadline(
+                service.predict(
+                    spec,
+                    tracing.call("validate", parse_predict_body, spec, body),
+                    timeout_s=request_budget(spec, context.time_remaining()),
+                ),
+                context,
+            )
+        if isinstance(result, Prediction):
+            model_version, prediction = service.served_versions[spec.name], result
+        else:
+            model_version, prediction = result.model_version, result.predictions[0]
         return pb.PredictResponse(
             model=spec.name,
-            model_version=outcome.model_version,
-            prediction=_prediction(outcome, 0),
+            model_version=model_version,
+            prediction=_prediction(spec, prediction),
             request_id=request_id,
         )
 
@@ -104,7 +127,7 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         return pb.PredictBatchResponse(
             model=spec.name,
             model_version=outcome.model_version,
-            predictions=[_prediction(outcome, i) for i in range(len(outcome.predictions))],
+            predictions=[_prediction(spec, p) for p in outcome.predictions],
             request_id=request_id,
         )
 
@@ -288,12 +311,10 @@ def _cache_mode(value: int) -> Any:
     return _CACHE_MODES.get(value, value)
 
 
-def _prediction(outcome: PredictOutcome, index: int) -> pb.Prediction:
-    p = outcome.predictions[index]
-    names = [o.name for o in outcome.spec.outputs]
+def _prediction(spec: ModelSpec, p: Prediction) -> pb.Prediction:
     return pb.Prediction(
         entity_id=p.entity_id,
-        scores={} if p.scores is None else dict(zip(names, p.scores, strict=True)),
+        scores={} if p.scores is None else dict(zip(spec.output_names, p.scores, strict=True)),
         source=_SOURCES[p.source],  # type: ignore[arg-type]
         prediction_age_s=_round(p.prediction_age_s),
         feature_age_s=_round(p.feature_age_s),
