@@ -66,16 +66,19 @@ class PredictFastPath:
 
         await self.serve(scope, receive, model, respond)
 
-    async def serve(self, scope: Scope, receive: Receive, model: str, respond: Respond) -> None:
+    async def serve(
+        self, scope: Scope, body: Receive | bytes, model: str, respond: Respond
+    ) -> None:
         """Answer one predict request through ``respond``; uvicorn's workers call this
-        directly from :class:`~gateway.api.http_protocol.GatewayHttpProtocol`."""
+        directly from :class:`~gateway.api.http_protocol.GatewayHttpProtocol`, with the body
+        already buffered (``bytes``); over ASGI, ``body`` is ``receive``."""
         telemetry = self._telemetry
         tracked = telemetry.start(scope)
         answer: Answer | None = None
         raised: BaseException | None = None
         try:
             try:
-                answer = await self._answer(scope, receive, model)
+                answer = await self._answer(scope, body, model)
             except Exception as error:
                 # The traceback goes to the server log only; the client gets an opaque 500.
                 log.exception("unhandled error", extra={"path": scope["path"]})
@@ -89,7 +92,7 @@ class PredictFastPath:
             error_name = None if answer is None else answer.error_name
             telemetry.finish(scope, tracked, PREDICT_ROUTE, status, error_name, raised)
 
-    async def _answer(self, scope: Scope, receive: Receive, model: str) -> Answer:
+    async def _answer(self, scope: Scope, body: Receive | bytes, model: str) -> Answer:
         guard = self._guard
         if not guard.in_flight.try_acquire():
             return self._shed
@@ -102,7 +105,7 @@ class PredictFastPath:
                 return problem_answer(error)
             current_principal.set(principal)  # the request's own task: nothing to reset
             service = scope["state"]["service"]
-            return await answer_predict(service, model, headers, receive, self.max_body_bytes)
+            return await answer_predict(service, model, headers, body, self.max_body_bytes)
         finally:
             guard.in_flight.release()
 

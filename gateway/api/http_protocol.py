@@ -156,9 +156,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     async def _serve(self, cycle: _PredictCycle) -> None:
         body = bytes(cycle.body)
 
-        async def receive() -> Any:
-            return {"type": "http.request", "body": body, "more_body": False}
-
         async def respond(status: int, headers: list[Header], content: bytes) -> None:
             if self.flow.write_paused and not cycle.disconnected:
                 await self.flow.drain()  # the client is not reading: wait, as uvicorn does
@@ -166,7 +163,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
         try:
             scope = cast(Scope, cycle.scope)  # uvicorn's HTTPScope TypedDict is a Scope
-            await cycle.fast_path.serve(scope, receive, cycle.model, respond)
+            await cycle.fast_path.serve(scope, body, cycle.model, respond)
         except asyncio.CancelledError:
             self._abandon(cycle)
             raise

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import orjson
 from starlette.types import Receive
 
-from gateway.api.body import read_json
+from gateway.api.body import parse_json, read_json
 from gateway.api.problems import problem_headers, problem_parts
-from gateway.errors import GatewayError
+from gateway.errors import BodyTooLarge, GatewayError
 from gateway.service import Prediction, PredictionService, PredictOutcome
 from gateway.spec import ModelSpec
 from gateway.telemetry import tracing
@@ -51,7 +51,7 @@ async def answer_predict(
     service: PredictionService,
     model: str,
     headers: Sequence[tuple[bytes, bytes]],
-    receive: Receive,
+    body_source: Receive | bytes,
     max_body_bytes: int,
 ) -> Answer:
     """Score one entity (``entity_id``) or a batch (``instances``); errors become problems."""
@@ -72,7 +72,12 @@ async def answer_predict(
         # The budget starts when the request arrives, before the body is read.
         arrived = time.monotonic()
         budget = request_budget(spec, parse_timeout_header(timeout))
-        body = await read_json(receive, length, max_body_bytes)
+        if isinstance(body_source, bytes):  # buffered already (the fast path's protocol)
+            if len(body_source) > max_body_bytes:
+                raise BodyTooLarge(f"request body exceeds {max_body_bytes} bytes", field="body")
+            body = parse_json(body_source)
+        else:
+            body = await read_json(body_source, length, max_body_bytes)
         entity_id = _plain_entity(body)
         if entity_id is not None and not tracing.in_sampled_trace():
             # The common request, validated as parse_predict_body would (same errors).
