@@ -10,11 +10,17 @@ Redis commands for the entity (HMGET of the model's features and their event tim
 cached prediction) go out with those of every other request of the same loop iteration in one
 write, hiredis reads the replies, the record is decoded as the gateway decodes it, and an
 answer of the gateway's shape (same JSON fields and headers) goes back in one write. It keeps
-no coroutine per request (``--style callbacks``: everything runs in protocol callbacks) or one
-task per request awaiting a future (``--style tasks``, as the gateway's fast path does). It
-skips everything else the gateway does per request: authentication, admission (in-flight
-bound, rate limit), the deadline, schema validation, the serving ladder's policy, metrics,
-tracing and logging context, and every error path.
+no coroutine per request (style ``callbacks``: everything runs in protocol callbacks) or one
+task per request awaiting a future (``tasks``, as the gateway's fast path does). It skips
+everything else the gateway does per request: authentication, admission (in-flight bound,
+rate limit), the deadline, schema validation, the serving ladder's policy, metrics, tracing
+and logging context, and every error path. Two more styles measure what those cost:
+``checked`` adds, inline, the per-answer work no hit may skip (the API key looked up, the
+in-flight bound, a request id, the entity id validated, a deadline timer on the lookup, the
+freshness rule, two histogram observations, the log context and ``Server-Timing``);
+``uvicorn`` is ``tasks`` served through uvicorn and the gateway's own
+``GatewayHttpProtocol`` (connection bookkeeping, scope, keep-alive), as ``gateway serve``
+runs, instead of a bare protocol.
 
 The driver starts Redis, Triton (response cache off, as in ``benchmarks.run``), the demo
 features, the gateway (``--workers``, its defaults) with every demo entity's prediction
@@ -34,6 +40,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +48,7 @@ import tempfile
 import time
 from email.utils import formatdate
 from pathlib import Path
+from typing import Any
 
 from benchmarks.run import (
     LUA_COMMON,
@@ -137,6 +145,16 @@ def serve(port: int, redis_url: str, style: str) -> None:
     def answer(
         entity_id: str, replies: list[object], request_id: str | None = None, started: float = 0
     ) -> bytes:
+        if time.monotonic() - date[1] > 1:  # type: ignore[operator]
+            date[:] = [formatdate(usegmt=True).encode(), time.monotonic()]
+        headers, body = answer_parts(entity_id, replies, request_id, started)
+        head = [b"HTTP/1.1 200 OK", b"date: " + date[0]]  # type: ignore[operator]
+        head += [name + b": " + value for name, value in headers]
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+    def answer_parts(
+        entity_id: str, replies: list[object], request_id: str | None, started: float
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
         values, raw = replies
         written_at = values[-1]  # type: ignore[index]
         cached = CachedPrediction.decode(raw) if raw else None  # type: ignore[arg-type]
@@ -159,23 +177,20 @@ def serve(port: int, redis_url: str, style: str) -> None:
                 "request_id": request_id,
             }
         )
-        if time.monotonic() - date[1] > 1:  # type: ignore[operator]
-            date[:] = [formatdate(usegmt=True).encode(), time.monotonic()]
-        head = [
-            b"HTTP/1.1 200 OK",
-            b"date: " + date[0],  # type: ignore[operator]
-            b"content-type: application/json",
-            b"content-length: %d" % len(body),
-            b"x-prediction-source: cache",
-            b"x-model-version: " + cached.model_version.encode(),
-            b"x-prediction-age: %.3f" % age,
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+            (b"x-prediction-source", b"cache"),
+            (b"x-model-version", cached.model_version.encode()),
+            (b"x-prediction-age", b"%.3f" % age),
         ]
         if feature_age is not None:
-            head.append(b"x-feature-age: %.3f" % feature_age)
-        head.append(b"x-request-id: " + request_id.encode())
+            headers.append((b"x-feature-age", b"%.3f" % feature_age))
+        headers.append((b"x-request-id", request_id.encode()))
         if started:
-            head.append(b"server-timing: app;dur=%.1f" % ((time.perf_counter() - started) * 1000))
-        return b"\r\n".join(head) + b"\r\n\r\n" + body
+            timing = b"app;dur=%.1f" % ((time.perf_counter() - started) * 1000)
+            headers.append((b"server-timing", timing))
+        return headers, body
 
     def commands(entity_id: str) -> list[bytes]:
         return [
@@ -290,10 +305,49 @@ def serve(port: int, redis_url: str, style: str) -> None:
         _, protocol = await loop.create_connection(Redis, host, int(redis_port.split("/")[0]))
         connected.append(protocol)
 
+    class FloorFastPath:
+        """What ``GatewayHttpProtocol`` hands a predict request to (style ``uvicorn``)."""
+
+        max_body_bytes = 1 << 20
+
+        async def serve(self, scope: object, body: bytes, model: str, respond: Any) -> None:
+            entity_id = orjson.loads(body)["entity_id"]
+            replies: asyncio.Future[list[object]] = loop.create_future()
+            redis.send(commands(entity_id), replies.set_result)
+            headers, content = answer_parts(entity_id, await replies, None, 0)
+            await respond(200, headers, content)
+
+    class FloorApp:
+        fast_path = FloorFastPath()
+
+        async def __call__(self, scope: object, receive: object, send: object) -> None:
+            raise RuntimeError("only predict requests are served here")
+
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(connect())
     redis = connected[0]
+    if style == "uvicorn":
+        import uvicorn
+
+        from gateway.api.http_protocol import GatewayHttpProtocol
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(2048)  # before "ready": uvicorn starts serving only once its loop runs
+        config = uvicorn.Config(
+            FloorApp(),
+            http=GatewayHttpProtocol,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            proxy_headers=False,  # as `gateway serve` runs it
+            server_header=False,
+        )
+        print("ready", flush=True)
+        loop.run_until_complete(uvicorn.Server(config).serve(sockets=[sock]))
+        return
     server = loop.run_until_complete(loop.create_server(Http, "127.0.0.1", port, reuse_port=True))
     print("ready", flush=True)
     try:
@@ -329,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     srv = sub.add_parser("serve")
     srv.add_argument("--port", type=int, required=True)
     srv.add_argument("--redis", required=True)
-    srv.add_argument("--style", choices=["callbacks", "tasks", "checked"], default="tasks")
+    srv.add_argument(
+        "--style", choices=["callbacks", "tasks", "checked", "uvicorn"], default="tasks"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5)
     parser.add_argument("--connections", type=int, default=32)
@@ -367,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                     [gateway.pid],
                 ),
             }
-            for style in ("tasks", "callbacks", "checked"):
+            for style in ("tasks", "callbacks", "checked", "uvicorn"):
                 procs, url = start_floor(args.workers, redis.url, style, gateway.api_key)
                 floors += procs
                 lua = gateway_lua(N_ENTITIES, "", gateway.api_key)
