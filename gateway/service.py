@@ -185,7 +185,7 @@ class PredictionService:
         """The common request: one entity, no overrides, cache mode ``prefer``.
 
         A fresh cached prediction comes back as the :class:`Prediction` that :meth:`predict`
-        would have put in its outcome, without the ladder's general machinery (a quarter of a
+        would have put in its outcome, without the ladder's general machinery (an eighth of a
         cache hit's CPU, docs/measurements.md); anything else is :meth:`predict`'s outcome,
         from the same lookup.
         """
@@ -210,8 +210,8 @@ class PredictionService:
         self,
         spec: ModelSpec,
         version: str,
-        ids: list[str],
-        read_cache: list[bool],
+        ids: Sequence[str],
+        read_cache: Sequence[bool],
         mode: CacheMode,
         timeout_s: float | None,
     ) -> tuple[list[EntityRecord], bool]:
@@ -644,7 +644,7 @@ def _log_write_back(model: str, done: asyncio.Future[None]) -> None:
         log.error("prediction write-back failed", extra={"model": model}, exc_info=error)
 
 
-_READ_CACHE = [True]
+_READ_CACHE = (True,)
 
 
 def _deadline(timeout_s: float | None) -> float | None:

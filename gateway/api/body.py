@@ -50,5 +50,12 @@ def parse_json(raw: bytes) -> Any:
         raise MalformedBody(f"request body is not valid JSON: {e.msg}", field="body") from e
 
 
+def parse_buffered_json(raw: bytes, limit: int) -> Any:
+    """A body the server buffered whole: the same limit and errors as :func:`read_json`."""
+    if len(raw) > limit:
+        raise BodyTooLarge(f"request body exceeds {limit} bytes", field="body")
+    return parse_json(raw)
+
+
 async def read_json(receive: Receive, declared_length: bytes | str | None, limit: int) -> Any:
     return parse_json(await read_body(receive, declared_length, limit))

@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 import orjson
 from starlette.types import Receive
 
-from gateway.api.body import parse_json, read_json
+from gateway.api.body import parse_buffered_json, read_json
 from gateway.api.problems import problem_headers, problem_parts
-from gateway.errors import BodyTooLarge, GatewayError
+from gateway.errors import GatewayError
 from gateway.service import Prediction, PredictionService, PredictOutcome
 from gateway.spec import ModelSpec
 from gateway.telemetry import tracing
@@ -73,9 +73,7 @@ async def answer_predict(
         arrived = time.monotonic()
         budget = request_budget(spec, parse_timeout_header(timeout))
         if isinstance(body_source, bytes):  # buffered already (the fast path's protocol)
-            if len(body_source) > max_body_bytes:
-                raise BodyTooLarge(f"request body exceeds {max_body_bytes} bytes", field="body")
-            body = parse_json(body_source)
+            body = parse_buffered_json(body_source, max_body_bytes)
         else:
             body = await read_json(body_source, length, max_body_bytes)
         entity_id = _plain_entity(body)
@@ -120,17 +118,8 @@ def _single(spec: ModelSpec, model_version: str, p: Prediction, request_id: str)
             "request_id": request_id,
         }
     )
-    return Answer(
-        200,
-        [
-            _JSON,
-            (b"content-length", b"%d" % len(encoded)),
-            *_ladder_headers(p.source, model_version, p.prediction_age_s, p.feature_age_s),
-            (b"x-request-id", request_id.encode()),
-        ],
-        encoded,
-        None,
-    )
+    ladder = _ladder_headers(p.source, model_version, p.prediction_age_s, p.feature_age_s)
+    return _ok(encoded, ladder, request_id)
 
 
 def _batch(outcome: PredictOutcome, request_id: str) -> Answer:
@@ -153,17 +142,14 @@ def _batch(outcome: PredictOutcome, request_id: str) -> Answer:
     feature_age = max(
         (p.feature_age_s for p in predictions if p.feature_age_s is not None), default=None
     )
-    return Answer(
-        200,
-        [
-            _JSON,
-            (b"content-length", b"%d" % len(encoded)),
-            *_ladder_headers(sources, outcome.model_version, prediction_age, feature_age),
-            (b"x-request-id", request_id.encode()),
-        ],
-        encoded,
-        None,
-    )
+    ladder = _ladder_headers(sources, outcome.model_version, prediction_age, feature_age)
+    return _ok(encoded, ladder, request_id)
+
+
+def _ok(encoded: bytes, ladder: list[tuple[bytes, bytes]], request_id: str) -> Answer:
+    headers = [_JSON, (b"content-length", b"%d" % len(encoded)), *ladder]
+    headers.append((b"x-request-id", request_id.encode()))
+    return Answer(200, headers, encoded, None)
 
 
 def _prediction_body(p: Prediction, names: Sequence[str]) -> dict[str, Any]:
