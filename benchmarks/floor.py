@@ -372,8 +372,11 @@ def start_floor(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
         )
         procs.append(proc)
-        if proc.stdout is None or proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError(f"floor server ({style}) did not start")
+        if proc.stdout is None:
+            raise RuntimeError("no pipe to the floor server")
+        with proc.stdout:  # it prints only "ready"
+            if proc.stdout.readline().strip() != b"ready":
+                raise RuntimeError(f"floor server ({style}) did not start")
     return procs, f"http://127.0.0.1:{port}"
 
 
