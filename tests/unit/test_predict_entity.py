@@ -20,6 +20,7 @@ from gateway.errors import FeatureStoreUnavailable, GatewayError
 from gateway.service import Prediction, PredictionService, PredictOutcome
 from gateway.spec import ModelSpec, load_specs
 from gateway.store import EntityRecord, RedisStore
+from gateway.telemetry import metrics
 from gateway.triton import InferenceResult, TritonClient
 from gateway.validation import EntityQuery, PredictRequest
 
@@ -105,6 +106,27 @@ CASES: dict[str, tuple[dict[str, Any], EntityRecord | None, bool]] = {
 }
 
 
+def buffered_metrics() -> dict[tuple[Any, ...], list[float]]:
+    """Every buffered API metric's current value (the buffers are flushed only on a timer)."""
+    return {
+        key: [getattr(b, "_n", 0), *getattr(b, "_counts", ()), getattr(b, "_sum", 0.0)]
+        for key, b in metrics._buffers.items()
+    }
+
+
+def changes(
+    old: dict[tuple[Any, ...], list[float]], new: dict[tuple[Any, ...], list[float]]
+) -> dict[tuple[Any, ...], list[float]]:
+    """What was added to each metric in between (unchanged ones left out)."""
+    out = {}
+    for key, values in new.items():
+        was = old.get(key, [0.0] * len(values))
+        delta = [round(v - w, 9) for v, w in zip(values, was, strict=True)]
+        if any(delta):
+            out[key] = delta
+    return out
+
+
 def service_for(spec: ModelSpec, store: OneRecordStore) -> PredictionService:
     return PredictionService(
         {spec.name: spec},
@@ -129,8 +151,11 @@ async def test_the_plain_request_is_answered_as_the_general_one(case: str) -> No
     general_store, plain_store = OneRecordStore(stored_record), OneRecordStore(stored_record)
     request = PredictRequest([EntityQuery(ENTITY, {})], "prefer", batch=False)
 
+    before = buffered_metrics()
     general = await outcome_of(service_for(spec, general_store).predict(spec, request))
+    between = buffered_metrics()
     plain = await outcome_of(service_for(spec, plain_store).predict_entity(spec, ENTITY))
+    after = buffered_metrics()
     for _ in range(5):  # write-backs run after the answer
         await asyncio.sleep(0)
 
@@ -142,3 +167,5 @@ async def test_the_plain_request_is_answered_as_the_general_one(case: str) -> No
     # One lookup each, and the same write-backs (a miss writes its result back).
     assert plain_store.lookups == general_store.lookups == 1
     assert plain_store.written == general_store.written
+    # The same prediction metrics (source, feature age, prediction age).
+    assert changes(between, after) == changes(before, between)
