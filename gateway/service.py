@@ -44,7 +44,7 @@ from gateway.errors import (
 )
 from gateway.features import FeatureUpdate, FeatureWriteReport
 from gateway.microbatch import TickBatcher
-from gateway.spec import ModelSpec
+from gateway.spec import ModelSpec, ServingPolicy
 from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
 from gateway.telemetry import tracing
 from gateway.telemetry.metrics import observe_prediction, observe_predictions
@@ -256,16 +256,11 @@ class PredictionService:
         for i, record in enumerate(records):
             item = items[i]
             feature_age = _age(now, record.features_at)
-            max_feature_age = policy.max_feature_age_s
-            if (
-                max_feature_age is not None
-                and feature_age is not None
-                and feature_age > max_feature_age
-            ):
+            if feature_age is not None and _too_old(policy, feature_age):
                 if policy.on_old_features == "reject":
                     error = FeaturesTooOld(
                         f"stored features of entity {item.entity_id!r} are {feature_age:.0f}s "
-                        f"old (limit {max_feature_age:.0f}s)",
+                        f"old (limit {policy.max_feature_age_s:.0f}s)",
                         field=f"instances[{i}].entity_id" if request.batch else "entity_id",
                     )
                     if not request.batch:
@@ -286,9 +281,11 @@ class PredictionService:
             )
             usabilities[i] = usability
             if cached is not None and mode != "bypass" and usability is Usability.FRESH:
-                predictions[i] = _from_cache(item, cached, "cache", now, flags)
+                predictions[i] = _from_cache(item.entity_id, cached, "cache", now, flags)
             elif cached is not None and mode == "prefer" and usability is Usability.REVALIDATE:
-                predictions[i] = _from_cache(item, cached, "stale", now, (*flags, "revalidating"))
+                predictions[i] = _from_cache(
+                    item.entity_id, cached, "stale", now, (*flags, "revalidating")
+                )
                 self._refresh_later(spec, version, item, record)
             elif mode == "only":
                 if not request.batch:
@@ -548,7 +545,7 @@ class PredictionService:
                 and not item.overrides
                 and usabilities[i] is not Usability.UNUSABLE
             ):
-                answers.append((i, _from_cache(item, cached, "stale", now, flags)))
+                answers.append((i, _from_cache(item.entity_id, cached, "stale", now, flags)))
             elif policy.default_scores is not None:
                 answers.append(
                     (
@@ -666,34 +663,32 @@ def _fresh_hit(
     cached = record.cached
     if cached is None:
         return None
-    max_feature_age = spec.policy.max_feature_age_s
-    if max_feature_age is not None:
-        feature_age = _age(now, record.features_at)
-        if feature_age is not None and feature_age > max_feature_age:
-            return None
+    feature_age = _age(now, record.features_at)
+    if feature_age is not None and _too_old(spec.policy, feature_age):
+        return None
     usability = cached.usability(
         now=now, version=version, policy=spec.policy, features_at=record.features_at
     )
     if usability is not Usability.FRESH:
         return None
-    return Prediction(
-        entity_id=entity_id,
-        scores=cached.scores,
-        source="cache",
-        prediction_age_s=max(0.0, now - cached.scored_at),
-        feature_age_s=_age(now, cached.features_at),
-    )
+    return _from_cache(entity_id, cached, "cache", now, ())
+
+
+def _too_old(policy: ServingPolicy, feature_age: float) -> bool:
+    """Stored features older than the policy allows (rejected or flagged, by the policy)."""
+    limit = policy.max_feature_age_s
+    return limit is not None and feature_age > limit
 
 
 def _from_cache(
-    item: EntityQuery,
+    entity_id: str,
     cached: CachedPrediction,
     source: Source,
     now: float,
     flags: tuple[Flag, ...],
 ) -> Prediction:
     return Prediction(
-        entity_id=item.entity_id,
+        entity_id=entity_id,
         scores=cached.scores,
         source=source,
         prediction_age_s=max(0.0, now - cached.scored_at),
