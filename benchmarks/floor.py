@@ -22,10 +22,20 @@ freshness rule, two histogram observations, the log context and ``Server-Timing`
 ``GatewayHttpProtocol`` (connection bookkeeping, scope, keep-alive), as ``gateway serve``
 runs, instead of a bare protocol.
 
+Style ``miss`` is the floor of a real-time miss (``--path miss``), in the shape of ``tasks``:
+the same lookup (features and the cached prediction, which the gateway reads for its stale
+fallback), one row of Python floats per request, the rows of one loop iteration (held for
+the gateway's default 2 ms window while requests keep coming) sent to Triton as one
+``ModelInfer`` call on the generated gRPC stub, the score handed back, the prediction
+written back (the gateway's encoding and expiry, one write per 5 ms window) and an answer of
+the gateway's shape. It skips what ``tasks`` skips, and the miss path's own machinery: the
+ladder's other rungs, coalescing of identical misses, the circuit breaker, call metrics.
+
 The driver starts Redis, Triton (response cache off, as in ``benchmarks.run``), the demo
 features, the gateway (``--workers``, its defaults) with every demo entity's prediction
-cached, and the floor, then alternates ``wrk`` rounds over direct Triton, the floor (both
-styles) and the gateway's hit path, and prints medians and paired per-round ratios.
+cached, and the floor, then alternates ``wrk`` rounds over direct Triton, the floors and the
+gateway (its hit path, or with ``--path miss`` its miss as ``benchmarks.run`` asks for one:
+cache mode ``bypass``), and prints medians and paired per-round ratios.
 """
 
 from __future__ import annotations
@@ -67,6 +77,9 @@ from gateway.cache import Usability
 from triton_launcher.ports import free_port
 
 N_ENTITIES = 2_000
+MISS_ENTITIES = 10_000  # as benchmarks.run's miss
+INFER_WINDOW_S = 0.002  # the gateway's defaults
+WRITE_BACK_WINDOW_S = 0.005
 MAX_IN_FLIGHT = 256
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 WHITESPACE = re.compile(r"\s")
@@ -88,15 +101,19 @@ class _Histogram:
 # --- the floor server ---------------------------------------------------------------------
 
 
-def serve(port: int, redis_url: str, style: str) -> None:
+def serve(port: int, redis_url: str, style: str, triton_url: str | None = None) -> None:
+    import grpc
     import hiredis
     import httptools
+    import numpy as np
     import orjson
     import uvloop
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc
 
     from gateway.cache import CachedPrediction, prediction_key
     from gateway.features import EVENT_TIME_FIELD, feature_key
-    from gateway.resp import HmgetCommand, pack_get
+    from gateway.resp import HmgetCommand, pack_get, pack_set_ex
     from gateway.spec import load_specs
 
     spec = load_specs(SPEC)["fraud_scorer"]
@@ -117,17 +134,17 @@ def serve(port: int, redis_url: str, style: str) -> None:
 
         def __init__(self) -> None:
             self.reader = hiredis.Reader()
-            self.waiting: collections.deque[tuple[object, list[object]]] = collections.deque()
+            self.waiting: collections.deque[tuple[object, list[object], int]] = collections.deque()
             self.outgoing: list[bytes] = []
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
 
-        def send(self, commands: list[bytes], done: object) -> None:
+        def send(self, commands: list[bytes], done: object, n_replies: int = 2) -> None:
             if not self.outgoing:
                 loop.call_soon(self.flush)
             self.outgoing += commands
-            self.waiting.append((done, []))
+            self.waiting.append((done, [], n_replies))
 
         def flush(self) -> None:
             self.transport.write(b"".join(self.outgoing))  # type: ignore[attr-defined]
@@ -136,9 +153,9 @@ def serve(port: int, redis_url: str, style: str) -> None:
         def data_received(self, data: bytes) -> None:
             self.reader.feed(data)
             while (reply := self.reader.gets()) is not False:
-                done, replies = self.waiting[0]
+                done, replies, n_replies = self.waiting[0]
                 replies.append(reply)
-                if len(replies) == 2:
+                if len(replies) == n_replies:
                     self.waiting.popleft()
                     done(replies)  # type: ignore[operator]
 
@@ -198,6 +215,107 @@ def serve(port: int, redis_url: str, style: str) -> None:
             pack_get(prediction_key(spec.name, version, entity_id)),
         ]
 
+    # --- style "miss": features to Triton, per-iteration (or windowed) calls, write-back ---
+    infer_rows: list[list[float]] = []
+    infer_waiting: list[asyncio.Future[float]] = []
+    writes: list[bytes] = []
+    last_part = [0.0]
+    requested = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in names]
+
+    def infer(row: list[float]) -> asyncio.Future[float]:
+        """The row joins this iteration's Triton call; a busy server holds it open for the
+        gateway's default window (``GATEWAY_INFER_WINDOW_MS``), as the gateway does."""
+        done: asyncio.Future[float] = loop.create_future()
+        if not infer_rows:
+            now = time.monotonic()
+            if now - last_part[0] <= 2 * INFER_WINDOW_S:
+                loop.call_later(INFER_WINDOW_S, flush_infer)
+            else:
+                loop.call_soon(flush_infer)
+            last_part[0] = now
+        infer_rows.append(row)
+        infer_waiting.append(done)
+        return done
+
+    def flush_infer() -> None:
+        rows, waiting = np.asarray(infer_rows, dtype=np.float32), infer_waiting[:]
+        infer_rows.clear()
+        infer_waiting.clear()
+        loop.create_task(call_triton(rows, waiting))
+
+    async def call_triton(rows: Any, waiting: list[asyncio.Future[float]]) -> None:
+        request = pb.ModelInferRequest(
+            model_name=spec.triton_name,
+            model_version=version,
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name=spec.input_name, datatype=spec.input_dtype, shape=rows.shape
+                )
+            ],
+            outputs=requested,
+            raw_input_contents=[rows.tobytes()],
+        )
+        response = await stub.ModelInfer(request, timeout=1.0)
+        scores = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).tolist()
+        for done, score in zip(waiting, scores, strict=True):
+            done.set_result(score)
+
+    def write_back(entity_id: str, prediction: CachedPrediction) -> None:
+        """Joins the iteration's one write of SET commands (the gateway's, with its window)."""
+        if not writes:
+            loop.call_later(WRITE_BACK_WINDOW_S, flush_writes)
+        writes.append(
+            pack_set_ex(
+                prediction_key(spec.name, version, entity_id), prediction.encode(), spec.cache_ttl_s
+            )
+        )
+
+    def flush_writes() -> None:
+        redis.send(writes[:], lambda _: None, len(writes))
+        writes.clear()
+
+    async def serve_miss(entity_id: str) -> bytes:
+        replies: asyncio.Future[list[object]] = loop.create_future()
+        redis.send(commands(entity_id), replies.set_result)
+        values, _cached = await replies  # read as the gateway reads it: the stale fallback
+        stored = values[:-1]  # type: ignore[index]
+        written_at = values[-1]  # type: ignore[index]
+        features_at = None if written_at is None else float(written_at)
+        row = list(map(float, stored))
+        score = await infer(row)
+        now = time.time()
+        write_back(entity_id, CachedPrediction((score,), version, now, features_at))
+        feature_age = None if features_at is None else max(0.0, now - features_at)
+        request_id = os.urandom(8).hex()
+        body = orjson.dumps(
+            {
+                "model": spec.name,
+                "model_version": version,
+                "entity_id": entity_id,
+                "scores": {names[0]: score},
+                "source": "model",
+                "prediction_age_s": 0.0,
+                "feature_age_s": None if feature_age is None else round(feature_age, 3),
+                "flags": [],
+                "request_id": request_id,
+            }
+        )
+        if time.monotonic() - date[1] > 1:  # type: ignore[operator]
+            date[:] = [formatdate(usegmt=True).encode(), time.monotonic()]
+        head = [
+            b"HTTP/1.1 200 OK",
+            b"date: " + date[0],  # type: ignore[operator]
+            b"content-type: application/json",
+            b"content-length: %d" % len(body),
+            b"x-prediction-source: model",
+            b"x-model-version: " + version.encode(),
+            b"x-prediction-age: 0.000",
+        ]
+        if feature_age is not None:
+            head.append(b"x-feature-age: %.3f" % feature_age)
+        head.append(b"x-request-id: " + request_id.encode())
+        return b"\r\n".join(head) + b"\r\n\r\n" + body
+
     class Http(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
@@ -223,6 +341,8 @@ def serve(port: int, redis_url: str, style: str) -> None:
             self.body, self.headers = [], []
             if style == "callbacks":
                 redis.send(commands(entity_id), lambda r: self.reply(answer(entity_id, r)))
+            elif style == "miss":
+                loop.create_task(self.serve_miss(entity_id))
             else:
                 loop.create_task(self.serve(entity_id))
 
@@ -230,6 +350,9 @@ def serve(port: int, redis_url: str, style: str) -> None:
             replies: asyncio.Future[list[object]] = loop.create_future()
             redis.send(commands(entity_id), replies.set_result)
             self.reply(answer(entity_id, await replies))
+
+        async def serve_miss(self, entity_id: str) -> None:
+            self.reply(await serve_miss(entity_id))
 
         async def serve_checked(self, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
             # The floor plus what every answer must do; an answer it cannot give is a bug here.
@@ -326,6 +449,11 @@ def serve(port: int, redis_url: str, style: str) -> None:
     asyncio.set_event_loop(loop)
     loop.run_until_complete(connect())
     redis = connected[0]
+    if style == "miss":
+        if triton_url is None:
+            raise SystemExit("style miss needs --triton")
+        channel = grpc.aio.insecure_channel(triton_url)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
     if style == "uvicorn":
         import uvicorn
 
@@ -359,13 +487,19 @@ def serve(port: int, redis_url: str, style: str) -> None:
 
 
 def start_floor(
-    workers: int, redis_url: str, style: str, api_key: str | None = None
+    workers: int,
+    redis_url: str,
+    style: str,
+    api_key: str | None = None,
+    triton_url: str | None = None,
 ) -> tuple[list[subprocess.Popen[bytes]], str]:
     port = free_port()
     procs = []
     for _ in range(workers):
         cmd = [sys.executable, "-m", "benchmarks.floor", "serve", "--port", str(port)]
         cmd += ["--redis", redis_url, "--style", style]
+        if triton_url is not None:
+            cmd += ["--triton", triton_url]
         env = {**os.environ, "FLOOR_API_KEY": api_key or ""}
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, start_new_session=True
@@ -385,8 +519,15 @@ def main(argv: list[str] | None = None) -> int:
     srv = sub.add_parser("serve")
     srv.add_argument("--port", type=int, required=True)
     srv.add_argument("--redis", required=True)
+    srv.add_argument("--triton", help="Triton's gRPC host:port (style miss)")
     srv.add_argument(
-        "--style", choices=["callbacks", "tasks", "checked", "uvicorn"], default="tasks"
+        "--style", choices=["callbacks", "tasks", "checked", "uvicorn", "miss"], default="tasks"
+    )
+    parser.add_argument(
+        "--path",
+        choices=["hit", "miss"],
+        default="hit",
+        help="the gateway's hit against the hit floors, or its miss against the miss floor",
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=5)
@@ -394,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.port, args.redis, args.style)
+        serve(args.port, args.redis, args.style, args.triton)
         return 0
 
     from devstack.gateway_process import GatewayProcess
@@ -418,17 +559,22 @@ def main(argv: list[str] | None = None) -> int:
         ) as gateway:
             prewarm(gateway.url, N_ENTITIES, gateway.headers)
             targets: dict[str, tuple[str, str, list[int]]] = {
-                "direct Triton": (triton.http_url, LUA_TRITON, [triton.pid]),
-                "gateway hit": (
-                    gateway.url,
-                    gateway_lua(N_ENTITIES, "", gateway.api_key),
-                    [gateway.pid],
-                ),
+                "direct Triton": (triton.http_url, LUA_TRITON, [triton.pid])
             }
-            for style in ("tasks", "callbacks", "checked", "uvicorn"):
-                procs, url = start_floor(args.workers, redis.url, style, gateway.api_key)
-                floors += procs
+            if args.path == "hit":
                 lua = gateway_lua(N_ENTITIES, "", gateway.api_key)
+                targets["gateway hit"] = (gateway.url, lua, [gateway.pid])
+                styles = ["tasks", "callbacks", "checked", "uvicorn"]
+            else:
+                # The gateway's miss as benchmarks.run measures it: cache mode bypass.
+                lua = gateway_lua(MISS_ENTITIES, ',"cache":"bypass"', gateway.api_key)
+                targets["gateway miss"] = (gateway.url, lua, [gateway.pid])
+                styles = ["miss"]
+            for style in styles:
+                procs, url = start_floor(
+                    args.workers, redis.url, style, gateway.api_key, triton.grpc_url
+                )
+                floors += procs
                 targets[f"floor ({style})"] = (url, lua, [p.pid for p in procs])
             rounds: list[dict[str, tuple[float, float]]] = []
             for n in range(args.rounds):

@@ -1,7 +1,8 @@
-"""The floor server of ``benchmarks/floor.py`` answers a hit as the gateway does.
+"""The floor servers of ``benchmarks/floor.py`` answer as the gateway does.
 
-Its figures are only a fair floor if it returns what the gateway returns for the same hit:
-the same body fields and values and the same headers (timing headers aside).
+Their figures are only a fair floor if they return what the gateway returns for the same
+request: the same body fields and values and the same headers (timing headers aside); the
+miss floor also writes the prediction back as the gateway does.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from benchmarks.floor import start_floor
 from benchmarks.run import stop_process
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
-from tests.integration.helpers import TYPICAL, put_cached, put_features
+from tests.integration.conftest import wait_until
+from tests.integration.helpers import TYPICAL, cached, put_cached, put_features
+from triton_launcher.launcher import TritonServer
 
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/fraud_scorer/predict"
@@ -54,3 +57,47 @@ def test_the_floor_answers_a_hit_as_the_gateway_does(
     for age in ("prediction_age_s", "feature_age_s"):
         assert 0 <= want[age] - body[age] <= between_s
     assert set(got.headers) - TIMING == set(expected.headers) - TIMING
+
+
+def test_the_miss_floor_scores_and_writes_back_as_the_gateway_does(
+    client: httpx.Client,
+    kv: redis.Redis,
+    redis_server: RedisServer,
+    triton_server: TritonServer,
+    gateway: GatewayProcess,
+) -> None:
+    features_at = time.time() - 60
+    for entity in ("card-floor-miss", "card-gateway-miss"):
+        put_features(kv, entity, TYPICAL, written_at=features_at)
+        kv.delete(f"gw:p:fraud_scorer:1:{entity}")
+    procs, url = start_floor(
+        1, redis_server.url, "miss", gateway.api_key, triton_url=triton_server.grpc_url
+    )
+    try:
+        got = httpx.post(
+            url + PREDICT, json={"entity_id": "card-floor-miss"}, headers=gateway.headers
+        )
+        expected = client.post(PREDICT, json={"entity_id": "card-gateway-miss"})
+        # Both write back after a window of a few milliseconds.
+        wait_until(
+            lambda: cached(kv, "card-floor-miss") and cached(kv, "card-gateway-miss"),
+            timeout_s=2,
+        )
+    finally:
+        for proc in procs:
+            stop_process(proc)
+
+    assert got.status_code == 200
+    body, want = got.json(), expected.json()
+    assert body.keys() == want.keys()
+    assert want["source"] == body["source"] == "model"
+    same = ("model", "model_version", "scores", "prediction_age_s", "flags")
+    assert {k: body[k] for k in same} == {k: want[k] for k in same}
+    assert abs(body["feature_age_s"] - want["feature_age_s"]) < 1
+    assert set(got.headers) - TIMING == set(expected.headers) - TIMING
+    written, wanted = cached(kv, "card-floor-miss"), cached(kv, "card-gateway-miss")
+    assert written is not None
+    assert wanted is not None
+    assert written.keys() == wanted.keys()
+    assert (written["s"], written["v"], written["f"]) == (wanted["s"], wanted["v"], wanted["f"])
+    assert kv.ttl("gw:p:fraud_scorer:1:card-floor-miss") > 3600
