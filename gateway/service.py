@@ -56,6 +56,8 @@ from gateway.waits import within
 log = logging.getLogger(__name__)
 
 Source = Literal["cache", "stale", "model", "default", "none"]
+EntityCacheMode = Literal["prefer", "bypass"]
+"""The cache modes of :meth:`PredictionService.predict_entity`."""
 Flag = Literal["revalidating", "fallback", "old_features", "no_feature_store"]
 
 # Real-time failures the ladder may answer for; client errors are never papered over.
@@ -180,31 +182,78 @@ class PredictionService:
         return await self._resolve(spec, version, request, records, degraded, deadline)
 
     async def predict_entity(
-        self, spec: ModelSpec, entity_id: str, *, timeout_s: float | None = None
+        self,
+        spec: ModelSpec,
+        entity_id: str,
+        *,
+        mode: EntityCacheMode = "prefer",
+        timeout_s: float | None = None,
     ) -> Prediction | PredictOutcome:
-        """The common request: one entity, no overrides, cache mode ``prefer``.
+        """The common request: one entity, no overrides, cache mode ``prefer`` or ``bypass``.
 
-        A fresh cached prediction comes back as the :class:`Prediction` that :meth:`predict`
-        would have put in its outcome, without the ladder's general machinery (an eighth of a
-        cache hit's CPU, docs/measurements.md); anything else is :meth:`predict`'s outcome,
-        from the same lookup.
+        A fresh cached prediction, or a real-time score with nothing to flag (or the
+        fallback the ladder gives when real time fails), comes back as the
+        :class:`Prediction` that :meth:`predict` would have put in its outcome, without the
+        ladder's per-item lists and outcome (docs/measurements.md); anything else is
+        :meth:`predict`'s outcome, from the same lookup.
         """
         deadline = _deadline(timeout_s)
         version = self.served_versions[spec.name]
         records, degraded = await self._fetch(
-            spec, version, [entity_id], _READ_CACHE, "prefer", timeout_s
+            spec, version, [entity_id], _READ_CACHE, mode, timeout_s
         )
         if not degraded:
-            hit = _fresh_hit(spec, version, entity_id, records[0], self._clock())
-            if hit is not None:
-                observe_prediction(spec.name, hit, bypass=False)
-                return hit
+            record = records[0]
+            now = self._clock()
+            if mode == "prefer":
+                hit = _fresh_hit(spec, version, entity_id, record, now)
+                if hit is not None:
+                    observe_prediction(spec.name, hit, bypass=False)
+                    return hit
+            usability = _plain_miss(spec, version, record, now, mode)
+            if usability is not None:
+                scored = await self._score_entity(
+                    spec, version, entity_id, record, usability, now, deadline, mode
+                )
+                observe_prediction(spec.name, scored, bypass=mode == "bypass")
+                return scored
         request = PredictRequest(
-            items=[EntityQuery(entity_id=entity_id, overrides={})],
-            cache_mode="prefer",
-            batch=False,
+            items=[EntityQuery(entity_id=entity_id, overrides={})], cache_mode=mode, batch=False
         )
         return await self._resolve(spec, version, request, records, degraded, deadline)
+
+    async def _score_entity(
+        self,
+        spec: ModelSpec,
+        version: str,
+        entity_id: str,
+        record: EntityRecord,
+        usability: Usability,
+        now: float,
+        deadline: float | None,
+        mode: EntityCacheMode,
+    ) -> Prediction:
+        """:meth:`_score_misses` for one entity with nothing to flag: real time, written
+        back, else the ladder's fallback."""
+        rows = build_rows(spec, [EntityQuery(entity_id, {})], [record.stored])
+        features_at = record.features_at
+        _check_realtime_budget(deadline)
+        try:
+            [(scores, model_version, led)] = await self._infer_coalesced(
+                spec, version, rows, [(spec.name, version, entity_id, features_at)], deadline
+            )
+        except _LADDER_ERRORS as error:
+            request = PredictRequest([EntityQuery(entity_id, {})], mode, batch=False)
+            answer: list[Prediction | None] = [None]
+            self._answer_from_ladder(
+                spec, request, [record], [0], answer, now, error, [()], [usability]
+            )
+            assert answer[0] is not None  # answered, or raised the error
+            return answer[0]
+        if led:
+            cached = CachedPrediction(scores, model_version, now, features_at)
+            self._write_back(spec.name, [(entity_id, cached)])
+        return Prediction(entity_id, scores, "model", 0.0, _age(now, features_at), ())
 
     async def _fetch(
         self,
@@ -352,9 +401,7 @@ class PredictionService:
             else (spec.name, version, items[i].entity_id, records[i].features_at)
             for i in misses
         ]
-        if deadline is not None and deadline - time.monotonic() < MIN_REALTIME_BUDGET_S:
-            # The caller's own deadline, not a Triton failure: 504 now, without trying.
-            raise DeadlineExceeded("remaining deadline too short for real-time scoring")
+        _check_realtime_budget(deadline)
         try:
             results = await self._infer_coalesced(spec, version, rows, keys, deadline)
         except _LADDER_ERRORS as error:
@@ -380,9 +427,12 @@ class PredictionService:
                     (items[i].entity_id, CachedPrediction(scores, model_version, now, features_at))
                 )
         if write_back:
-            # Not a task per request: the write joins this iteration's write-back call.
-            written = self._writes.post(spec.name, write_back, alone=tracing.in_sampled_trace())
-            written.add_done_callback(functools.partial(_log_write_back, spec.name))
+            self._write_back(spec.name, write_back)
+
+    def _write_back(self, model: str, entries: list[tuple[str, CachedPrediction]]) -> None:
+        # Not a task per request: the write joins this iteration's (or window's) call.
+        written = self._writes.post(model, entries, alone=tracing.in_sampled_trace())
+        written.add_done_callback(functools.partial(_log_write_back, model))
 
     async def _infer_coalesced(
         self,
@@ -651,6 +701,32 @@ def _deadline(timeout_s: float | None) -> float | None:
     if timeout_s <= 0:
         raise DeadlineExceeded("the request's deadline passed before it was processed")
     return time.monotonic() + timeout_s
+
+
+def _check_realtime_budget(deadline: float | None) -> None:
+    if deadline is not None and deadline - time.monotonic() < MIN_REALTIME_BUDGET_S:
+        # The caller's own deadline, not a Triton failure: 504 now, without trying.
+        raise DeadlineExceeded("remaining deadline too short for real-time scoring")
+
+
+def _plain_miss(
+    spec: ModelSpec, version: str, record: EntityRecord, now: float, mode: EntityCacheMode
+) -> Usability | None:
+    """The cached prediction's usability when the ladder (:meth:`PredictionService._resolve`)
+    would score this entity in real time with nothing to flag; None for any other rung (a
+    cached answer, features older than the policy allows)."""
+    feature_age = _age(now, record.features_at)
+    if feature_age is not None and _too_old(spec.policy, feature_age):
+        return None
+    cached = record.cached
+    if cached is None:
+        return Usability.UNUSABLE
+    usability = cached.usability(
+        now=now, version=version, policy=spec.policy, features_at=record.features_at
+    )
+    if mode == "prefer" and usability in (Usability.FRESH, Usability.REVALIDATE):
+        return None
+    return usability
 
 
 def _fresh_hit(

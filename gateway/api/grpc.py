@@ -69,12 +69,17 @@ class GatewayServicer(pb_grpc.GatewayServicer):
         service = self._service
         spec = service.spec(request.model)
         cache = _cache_mode(request.cache)
-        if not request.features and cache == "prefer" and not tracing.in_sampled_trace():
+        if (
+            not request.features
+            and (cache == "prefer" or cache == "bypass")
+            and not tracing.in_sampled_trace()
+        ):
             # The common request (as REST's plain body): validated as parse_predict_body would.
             result = await _within_deadline(
                 service.predict_entity(
                     spec,
                     parse_entity_id(spec, request.entity_id, "entity_id"),
+                    mode=cache,
                     timeout_s=request_budget(spec, context.time_remaining()),
                 ),
                 context,

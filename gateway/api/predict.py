@@ -18,7 +18,7 @@ from starlette.types import Receive
 from gateway.api.body import parse_buffered_json, read_json
 from gateway.api.problems import problem_headers, problem_parts
 from gateway.errors import GatewayError
-from gateway.service import Prediction, PredictionService, PredictOutcome
+from gateway.service import EntityCacheMode, Prediction, PredictionService, PredictOutcome
 from gateway.spec import ModelSpec
 from gateway.telemetry import tracing
 from gateway.telemetry.context import bind_request_id
@@ -76,12 +76,14 @@ async def answer_predict(
             body = parse_buffered_json(body_source, max_body_bytes)
         else:
             body = await read_json(body_source, length, max_body_bytes)
-        entity_id = _plain_entity(body)
-        if entity_id is not None and not tracing.in_sampled_trace():
+        plain = _plain_entity(body)
+        if plain is not None and not tracing.in_sampled_trace():
             # The common request, validated as parse_predict_body would (same errors).
+            entity_id, mode = plain
             result = await service.predict_entity(
                 spec,
                 parse_entity_id(spec, entity_id, "entity_id"),
+                mode=mode,
                 timeout_s=None if budget is None else budget - (time.monotonic() - arrived),
             )
         else:
@@ -100,12 +102,17 @@ async def answer_predict(
     return _batch(result, request_id)
 
 
-def _plain_entity(body: Any) -> Any:
-    """The ``entity_id`` of a body that asks for nothing else (cache mode ``prefer``)."""
+def _plain_entity(body: Any) -> tuple[Any, EntityCacheMode] | None:
+    """The ``entity_id`` and cache mode of a body that asks for nothing else (no feature
+    overrides, cache mode ``prefer`` or ``bypass``)."""
     if type(body) is not dict or "entity_id" not in body:
         return None
-    if len(body) == 1 or (len(body) == 2 and body.get("cache") == "prefer"):
-        return body["entity_id"]
+    if len(body) == 1:
+        return body["entity_id"], "prefer"
+    if len(body) == 2:
+        mode = body.get("cache")
+        if mode == "prefer" or mode == "bypass":
+            return body["entity_id"], mode
     return None
 
 

@@ -1,8 +1,10 @@
 """``predict_entity`` (the plain single-entity request) answers exactly as ``predict`` does.
 
-Its shortcut for a fresh cached prediction must give the prediction the ladder would give,
-and every other record must go the ladder's way: each case runs both methods on the same
-stored record, at the same clock, and compares what they return or raise.
+Its shortcuts (a fresh cached prediction; a real-time score with nothing to flag, or the
+ladder's fallback when real time fails) must give the prediction the ladder would give, and
+every other record must go the ladder's way: each case runs both methods on the same stored
+record, at the same clock, in cache modes ``prefer`` and ``bypass``, with a Triton that
+answers and one that fails, and compares what they return or raise.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy.typing as npt
 import pytest
 
 from gateway.cache import CachedPrediction
-from gateway.errors import FeatureStoreUnavailable, GatewayError
+from gateway.errors import FeatureStoreUnavailable, GatewayError, InferenceUnavailable
 from gateway.service import Prediction, PredictionService, PredictOutcome
 from gateway.spec import ModelSpec, load_specs
 from gateway.store import EntityRecord, RedisStore
@@ -59,6 +61,13 @@ class HalvingTriton:
         return InferenceResult(scores=rows[:, :1] / 2, model_version=version)
 
 
+class FailingTriton:
+    async def infer(
+        self, spec: Any, version: str, rows: npt.NDArray[Any], *, timeout_s: float | None = None
+    ) -> InferenceResult:
+        raise InferenceUnavailable("inference server unavailable")
+
+
 def spec_with(**policy: Any) -> ModelSpec:
     spec = load_specs(SPEC_PATH)["fraud_scorer"]
     return dataclasses.replace(spec, policy=dataclasses.replace(spec.policy, **policy))
@@ -75,34 +84,50 @@ def record(cached: CachedPrediction | None, features_at: float | None = NOW - 60
     return EntityRecord(stored=list(STORED), features_at=features_at, cached=cached)
 
 
-CASES: dict[str, tuple[dict[str, Any], EntityRecord | None, bool]] = {
-    # name: (policy changes, the stored record or None for a failing store, shortcut taken?)
-    "fresh": ({}, record(cached(10)), True),
+CASES: dict[str, tuple[dict[str, Any], EntityRecord | None, tuple[bool, bool]]] = {
+    # name: (policy changes, the stored record or None for a failing store,
+    #        answered without the ladder in mode prefer, in mode bypass)
+    "fresh": ({}, record(cached(10)), (True, True)),
     "fresh, scored before its features were written": (
         {},
         record(cached(10, features_at=NOW - 900), features_at=NOW - 900),
-        True,
+        (True, True),
     ),
-    "fresh, no stored features time": ({}, record(cached(10, features_at=None), None), True),
-    "revalidating": ({}, record(cached(3600 + 60)), False),
-    "fallback only": ({}, record(cached(3600 + 600)), False),
-    "too old to serve at all": ({}, record(cached(30_000)), False),
-    "another model version": ({}, record(cached(10, version="0")), False),
+    "fresh, no stored features time": (
+        {},
+        record(cached(10, features_at=None), None),
+        (True, True),
+    ),
+    "revalidating": ({}, record(cached(3600 + 60)), (False, True)),
+    "fallback only": ({}, record(cached(3600 + 600)), (True, True)),
+    "too old to serve at all": ({}, record(cached(30_000)), (True, True)),
+    "another model version": ({}, record(cached(10, version="0")), (True, True)),
     "features newer than the prediction": (
         {},
         record(cached(10, features_at=NOW - 900), features_at=NOW - 300),
-        False,
+        (True, True),
     ),
-    "nothing cached": ({}, record(None), False),
-    "old features, flagged": ({"max_feature_age_s": 60.0}, record(cached(10)), False),
+    "nothing cached": ({}, record(None), (True, True)),
+    "nothing cached, no default scores": (
+        {"default_scores": None},
+        record(None),
+        (True, True),
+    ),
+    "no stored features, no default for one": ({}, record(None, None), (True, True)),
+    "old features, flagged": ({"max_feature_age_s": 60.0}, record(cached(10)), (False, False)),
     "old features, rejected": (
         {"max_feature_age_s": 60.0, "on_old_features": "reject"},
         record(cached(10)),
-        False,
+        (False, False),
     ),
-    "old features within the limit": ({"max_feature_age_s": 3600.0}, record(cached(10)), True),
-    "store down, fail": ({"without_feature_store": "fail"}, None, False),
-    "store down, defaults": ({"without_feature_store": "defaults"}, None, False),
+    "old features within the limit": (
+        {"max_feature_age_s": 3600.0},
+        record(cached(10)),
+        (True, True),
+    ),
+    # The lookup's error, before any rung.
+    "store down, fail": ({"without_feature_store": "fail"}, None, (True, True)),
+    "store down, defaults": ({"without_feature_store": "defaults"}, None, (False, False)),
 }
 
 
@@ -127,12 +152,12 @@ def changes(
     return out
 
 
-def service_for(spec: ModelSpec, store: OneRecordStore) -> PredictionService:
+def service_for(spec: ModelSpec, store: OneRecordStore, triton: Any) -> PredictionService:
     return PredictionService(
         {spec.name: spec},
         {spec.name: "1"},
         cast(RedisStore, store),
-        cast(TritonClient, HalvingTriton()),
+        cast(TritonClient, triton),
         clock=lambda: NOW,
     )
 
@@ -144,26 +169,42 @@ async def outcome_of(call: Any) -> Any:
         return (type(error), str(error), error.field)
 
 
+@pytest.mark.parametrize("triton", [HalvingTriton, FailingTriton])
+@pytest.mark.parametrize("mode", ["prefer", "bypass"])
 @pytest.mark.parametrize("case", list(CASES))
-async def test_the_plain_request_is_answered_as_the_general_one(case: str) -> None:
-    policy, stored_record, shortcut = CASES[case]
+async def test_the_plain_request_is_answered_as_the_general_one(
+    case: str, mode: Any, triton: type
+) -> None:
+    policy, stored_record, shortcuts = CASES[case]
     spec = spec_with(**policy)
     general_store, plain_store = OneRecordStore(stored_record), OneRecordStore(stored_record)
-    request = PredictRequest([EntityQuery(ENTITY, {})], "prefer", batch=False)
+    request = PredictRequest([EntityQuery(ENTITY, {})], mode, batch=False)
 
     before = buffered_metrics()
-    general = await outcome_of(service_for(spec, general_store).predict(spec, request))
+    general = await outcome_of(service_for(spec, general_store, triton()).predict(spec, request))
     between = buffered_metrics()
-    plain = await outcome_of(service_for(spec, plain_store).predict_entity(spec, ENTITY))
+    plain_service = service_for(spec, plain_store, triton())
+    ladder_calls: list[object] = []
+    resolve = plain_service._resolve
+
+    async def counted_resolve(*args: Any) -> PredictOutcome:
+        ladder_calls.append(args)
+        return await resolve(*args)
+
+    plain_service._resolve = counted_resolve  # type: ignore[method-assign]
+    plain = await outcome_of(plain_service.predict_entity(spec, ENTITY, mode=mode))
     after = buffered_metrics()
     for _ in range(5):  # write-backs run after the answer
         await asyncio.sleep(0)
 
-    assert isinstance(plain, Prediction) is shortcut
     if isinstance(plain, Prediction):
         assert general == PredictOutcome(spec=spec, model_version="1", predictions=[plain])
     else:
         assert plain == general
+    # The shortcut was taken where it applies: the ladder was not.
+    assert (not ladder_calls) is shortcuts[mode == "bypass"]
+    if not ladder_calls and not isinstance(plain, tuple):
+        assert isinstance(plain, Prediction)
     # One lookup each, and the same write-backs (a miss writes its result back).
     assert plain_store.lookups == general_store.lookups == 1
     assert plain_store.written == general_store.written
