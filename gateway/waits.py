@@ -3,17 +3,28 @@
 A predict request waits under its own deadline for futures it may share with others: its part
 of a tick batch's Redis lookup, a Triton call whose rows other requests follow. An
 ``asyncio.timeout`` scope (a timer, then a task cancellation to make and to undo) around an
-``asyncio.shield`` (a second future and two callbacks) costs ~18 µs per wait on uvloop; this
-costs ~7 µs: one timer and one done-callback (docs/measurements.md). A miss waits twice.
+``asyncio.shield`` (a second future and two callbacks) costs ~18 µs per wait on uvloop; a
+shared wait here costs ~7 µs: one timer and one done-callback (docs/measurements.md).
+
+A future the caller owns (its lookup part) needs neither: the caller awaits it directly, and
+its deadline goes into a per-loop table of millisecond ticks, each with one timer that cancels
+whatever of that tick is still pending. At thousands of requests a second most waits share a
+tick with others, so a wait costs a set insertion and removal instead of a timer, a waiter
+future and a done-callback (and the extra loop callback that handed the outcome over).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import weakref
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+_TICK_S = 0.001
+"""Resolution of owned deadlines: a wait ends within a millisecond after its own."""
 
 
 async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: bool) -> T:
@@ -24,8 +35,19 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
     cancel it (as a timeout scope around ``await future`` would)."""
     if future.done():
         return future.result()
-    if timeout_s is None and not shared:
-        return await future
+    if not shared:
+        if timeout_s is None:
+            return await future
+        due = _expiries().add(future, timeout_s)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                raise TimeoutError from None  # its tick cancelled it, not the caller
+            raise
+        finally:
+            due.discard(future)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     wake = functools.partial(_wake, waiter)
@@ -33,19 +55,54 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
     future.add_done_callback(wake)
     try:
         await waiter
-    except BaseException:  # the caller's own cancellation
-        if not shared:
-            future.cancel()
-        raise
     finally:
         if timer is not None:
             timer.cancel()
         future.remove_done_callback(wake)
     if not future.done():
-        if not shared:
-            future.cancel()
         raise TimeoutError
     return future.result()
+
+
+class _Expiries:
+    """Owned futures by the millisecond tick their deadline falls in."""
+
+    __slots__ = ("_due", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[int, set[asyncio.Future[Any]]] = {}
+
+    def add(self, future: asyncio.Future[Any], timeout_s: float) -> set[asyncio.Future[Any]]:
+        """The set ``future`` joined; the caller discards it from there once it is done."""
+        tick = math.ceil((self._loop.time() + timeout_s) / _TICK_S)
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = set()
+            self._loop.call_at(tick * _TICK_S, self._expire, tick)
+        due.add(future)
+        return due
+
+    def _expire(self, tick: int) -> None:
+        for future in self._due.pop(tick, ()):
+            future.cancel()
+
+    def __len__(self) -> int:
+        """Futures still registered (tests)."""
+        return sum(len(due) for due in self._due.values())
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Expiries] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _expiries() -> _Expiries:
+    loop = asyncio.get_running_loop()
+    expiries = _by_loop.get(loop)
+    if expiries is None:
+        expiries = _by_loop[loop] = _Expiries(loop)
+    return expiries
 
 
 def _wake(waiter: asyncio.Future[None], _: Any) -> None:

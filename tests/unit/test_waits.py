@@ -65,3 +65,37 @@ async def test_the_callers_cancellation_reaches_only_an_owned_future(shared: boo
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert future.cancelled() is not shared
+
+
+async def test_owned_waits_time_out_each_at_its_own_deadline() -> None:
+    loop = asyncio.get_running_loop()
+    futures = [pending() for _ in range(3)]
+    start = loop.time()
+
+    async def wait(future: asyncio.Future[int], timeout_s: float) -> float:
+        with pytest.raises(TimeoutError):
+            await within(future, timeout_s, shared=False)
+        return loop.time() - start
+
+    short, same, long = await asyncio.gather(
+        wait(futures[0], 0.03), wait(futures[1], 0.03), wait(futures[2], 0.09)
+    )
+    assert 0.029 <= short < 0.08
+    assert 0.029 <= same < 0.08
+    assert 0.089 <= long < 0.5
+    assert all(f.cancelled() for f in futures)
+
+
+async def test_an_owned_wait_that_ends_leaves_nothing_registered() -> None:
+    from gateway.waits import _expiries
+
+    loop = asyncio.get_running_loop()
+    for n in range(50):
+        future = pending()
+        loop.call_later(0.001 * (n % 3), future.set_result, n)
+        assert await within(future, 5.0, shared=False) == n
+    failing = pending()
+    loop.call_soon(failing.set_exception, LookupError("x"))
+    with pytest.raises(LookupError):
+        await within(failing, 5.0, shared=False)
+    assert len(_expiries()) == 0
