@@ -13,11 +13,16 @@ body is in, straight to :meth:`PredictFastPath.serve`, and its answer goes out i
 Everything else (other routes, chunked or large bodies, ``Expect: 100-continue``, upgrades,
 a request pipelined behind one still in flight) takes uvicorn's own path unchanged.
 
-The connection's bookkeeping stays uvicorn's: keep-alive and its timeout, pipelining, flow
-control, graceful shutdown (the answer's task is one of the server's tasks, so a drain waits
-for it) and the request count behind ``--limit-max-requests``. This relies on uvicorn's
-internals, which is why uvicorn is pinned to one version; ``tests/integration/
-test_http_protocol.py`` exercises each of those behaviours against a real server.
+The connection's bookkeeping stays uvicorn's: keep-alive, pipelining, flow control, graceful
+shutdown (the answer's task is one of the server's tasks, so a drain waits for it) and the
+request count behind ``--limit-max-requests``. Only the keep-alive timeout is kept
+differently: uvicorn arms a timer after every answer and cancels it when the next request's
+bytes arrive, two timer operations per request; here a connection keeps one timer, which at
+expiry closes the connection if it has been idle for the whole timeout since its last answer,
+and otherwise waits out the rest (or, with a request in progress, waits for its answer).
+
+This relies on uvicorn's internals, which is why uvicorn is pinned to one version;
+``tests/unit/test_http_protocol.py`` exercises each of those behaviours against a real server.
 """
 
 from __future__ import annotations
@@ -77,6 +82,47 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.limit_concurrency is not None or self.root_path or self.config.reset_contextvars
         )
         self._fast_path: PredictFastPath | None = fast_path if plain else None
+        self._idle_since: float | None = None
+        """When the last answer went out, while no request's bytes have come since."""
+        self._keep_alive_timer: asyncio.TimerHandle | None = None
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this when bytes arrive (and when the connection is lost): from here
+        # until its answer a request keeps the connection open, whatever the timer finds.
+        self._idle_since = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._keep_alive_timer is not None:
+            self._keep_alive_timer.cancel()
+            self._keep_alive_timer = None
+
+    def on_response_complete(self) -> None:
+        # uvicorn's, with the keep-alive timer kept as the module docstring says.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._keep_alive_timer is None:
+            self._keep_alive_timer = self.loop.call_later(
+                self.timeout_keep_alive, self._keep_alive_due
+            )
+
+    def _keep_alive_due(self) -> None:
+        self._keep_alive_timer = None
+        idle_since = self._idle_since
+        if idle_since is None:
+            return  # a request is in progress: its answer arms the timer again
+        left = idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self._keep_alive_timer = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def on_headers_complete(self) -> None:
         model = self._predict_model()

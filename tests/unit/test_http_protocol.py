@@ -217,6 +217,59 @@ async def test_predict_requests_are_answered_by_the_fast_path_on_a_kept_connecti
     assert server.server.server_state.total_requests == 2
 
 
+async def idle_until_closed(reader: asyncio.StreamReader, limit_s: float = 5.0) -> float:
+    """Seconds until the server closes the connection (nothing else may arrive)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    async with asyncio.timeout(limit_s):
+        assert await reader.read(1) == b""
+    return loop.time() - start
+
+
+@pytest.mark.parametrize("path", ["/v1/models/m/predict", "/healthz"])
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(
+    fast: ScriptedFastPath, path: str
+) -> None:
+    async with serving(AsgiApp(fast), timeout_keep_alive=0.3) as server:
+        reader, writer = await server.connect()
+        writer.write(post(path))
+        await read_answers(reader, 1)
+        idle_s = await idle_until_closed(reader)
+        writer.close()
+    assert 0.28 <= idle_s < 1.5
+
+
+async def test_a_busy_connection_outlives_the_keep_alive_timeout(fast: ScriptedFastPath) -> None:
+    async with serving(AsgiApp(fast), timeout_keep_alive=0.3) as server:
+        reader, writer = await server.connect()
+        for n in range(8):  # 1.2 s of requests, each 0.15 s after the last answer
+            writer.write(post("/v1/models/m/predict", b"%d" % n))
+            [answer] = await read_answers(reader, 1)
+            assert answer.body == b"fast:m:%d" % n
+            await asyncio.sleep(0.15)
+        idle_s = await idle_until_closed(reader)  # then idle: closed once the timeout passes
+        writer.close()
+    assert 0.1 <= idle_s < 1.5  # 0.15 s of the timeout had passed already
+
+
+async def test_a_request_longer_than_the_keep_alive_timeout_gets_its_answer(
+    fast: ScriptedFastPath,
+) -> None:
+    async with serving(AsgiApp(fast), timeout_keep_alive=0.2) as server:
+        reader, writer = await server.connect()
+        writer.write(post("/v1/models/m/predict", b"1"))
+        await read_answers(reader, 1)
+        await asyncio.sleep(0.1)  # the timer armed by that answer fires during the next one
+        writer.write(post("/v1/models/slow/predict", b"2"))
+        await asyncio.sleep(0.6)
+        fast.release.set()
+        [answer] = await read_answers(reader, 1)
+        idle_s = await idle_until_closed(reader)
+        writer.close()
+    assert answer.body == b"fast:slow:2"
+    assert 0.18 <= idle_s < 1.5
+
+
 class Lines(logging.Handler):
     def __init__(self) -> None:
         super().__init__()
