@@ -16,7 +16,6 @@ validate (done by the caller) → one Redis round trip → the fallback ladder:
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -430,9 +429,9 @@ class PredictionService:
             self._write_back(spec.name, write_back)
 
     def _write_back(self, model: str, entries: list[tuple[str, CachedPrediction]]) -> None:
-        # Not a task per request: the write joins this iteration's (or window's) call.
-        written = self._writes.post(model, entries, alone=tracing.in_sampled_trace())
-        written.add_done_callback(functools.partial(_log_write_back, model))
+        # Not a task per request: the write joins this iteration's (or window's) call, which
+        # logs its own failure (_write_many); nobody waits for the part's future.
+        self._writes.post(model, entries, alone=tracing.in_sampled_trace())
 
     async def _infer_coalesced(
         self,
@@ -549,7 +548,16 @@ class PredictionService:
         self, model: str, parts: list[list[tuple[str, CachedPrediction]]]
     ) -> list[None]:
         entries = parts[0] if len(parts) == 1 else [e for part in parts for e in part]
-        await self._store.write_predictions(self.specs[model], entries)
+        try:
+            await self._store.write_predictions(self.specs[model], entries)
+        except GatewayError:
+            # The answers already went out; a lost write-back only costs later cache misses.
+            log.warning(
+                "prediction write-back failed",
+                extra={"model": model, "predictions": len(entries)},
+            )
+        except Exception:
+            log.exception("prediction write-back failed", extra={"model": model})
         return [None] * len(parts)
 
     def _settle(
@@ -680,15 +688,6 @@ class PredictionService:
         status = {"redis": checks[0]}
         status.update({f"model:{n}": ok for n, ok in zip(names, checks[1:], strict=True)})
         return status
-
-
-def _log_write_back(model: str, done: asyncio.Future[None]) -> None:
-    # The answer already went out; a lost write-back only costs a later cache miss.
-    error = None if done.cancelled() else done.exception()
-    if isinstance(error, GatewayError):
-        log.warning("prediction write-back failed", extra={"model": model})
-    elif error is not None:
-        log.error("prediction write-back failed", extra={"model": model}, exc_info=error)
 
 
 _READ_CACHE = (True,)
