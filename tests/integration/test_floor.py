@@ -8,6 +8,7 @@ miss floor also writes the prediction back as the gateway does.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +25,19 @@ from triton_launcher.launcher import TritonServer
 pytestmark = pytest.mark.integration
 PREDICT = "/v1/models/fraud_scorer/predict"
 TIMING = {"date", "server-timing"}
+
+
+def same_answer(
+    got: httpx.Response, expected: httpx.Response, fields: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The floor's answer has the gateway's status, body fields and headers (timing aside),
+    and the same values in ``fields``; returns both bodies."""
+    assert got.status_code == expected.status_code == 200
+    body, want = got.json(), expected.json()
+    assert body.keys() == want.keys()
+    assert {k: body[k] for k in fields} == {k: want[k] for k in fields}
+    assert set(got.headers) - TIMING == set(expected.headers) - TIMING
+    return body, want
 
 
 @pytest.mark.parametrize("style", ["tasks", "callbacks", "checked", "uvicorn"])
@@ -48,15 +62,12 @@ def test_the_floor_answers_a_hit_as_the_gateway_does(
         for proc in procs:
             stop_process(proc)
 
-    assert got.status_code == 200
-    body, want = got.json(), expected.json()
-    assert body.keys() == want.keys()
-    same = ("model", "model_version", "entity_id", "scores", "source", "flags")
-    assert {k: body[k] for k in same} == {k: want[k] for k in same}
+    body, want = same_answer(
+        got, expected, ("model", "model_version", "entity_id", "scores", "source", "flags")
+    )
     assert want["source"] == "cache"
     for age in ("prediction_age_s", "feature_age_s"):
         assert 0 <= want[age] - body[age] <= between_s
-    assert set(got.headers) - TIMING == set(expected.headers) - TIMING
 
 
 def test_the_miss_floor_scores_and_writes_back_as_the_gateway_does(
@@ -87,14 +98,11 @@ def test_the_miss_floor_scores_and_writes_back_as_the_gateway_does(
         for proc in procs:
             stop_process(proc)
 
-    assert got.status_code == 200
-    body, want = got.json(), expected.json()
-    assert body.keys() == want.keys()
+    body, want = same_answer(
+        got, expected, ("model", "model_version", "scores", "prediction_age_s", "flags")
+    )
     assert want["source"] == body["source"] == "model"
-    same = ("model", "model_version", "scores", "prediction_age_s", "flags")
-    assert {k: body[k] for k in same} == {k: want[k] for k in same}
     assert abs(body["feature_age_s"] - want["feature_age_s"]) < 1
-    assert set(got.headers) - TIMING == set(expected.headers) - TIMING
     written, wanted = cached(kv, "card-floor-miss"), cached(kv, "card-gateway-miss")
     assert written is not None
     assert wanted is not None
