@@ -247,8 +247,10 @@ class PredictionService:
             self._answer_from_ladder(
                 spec, request, [record], [0], answer, now, error, [()], [usability]
             )
-            assert answer[0] is not None  # answered, or raised the error
-            return answer[0]
+            fallback = answer[0]
+            if fallback is None:  # _answer_from_ladder answers the miss or raises
+                raise error
+            return fallback
         if led:
             cached = CachedPrediction(scores, model_version, now, features_at)
             self._write_back(spec.name, [(entity_id, cached)])
