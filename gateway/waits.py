@@ -38,7 +38,8 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
     if not shared:
         if timeout_s is None:
             return await future
-        due = _expiries().add(future, timeout_s)
+        loop = asyncio.get_running_loop()
+        due = _expiries(loop).add(loop, future, timeout_s)
         try:
             return await future
         except asyncio.CancelledError:
@@ -65,21 +66,23 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
 
 
 class _Expiries:
-    """Owned futures by the millisecond tick their deadline falls in."""
+    """Owned futures by the millisecond tick their deadline falls in, for one loop (which it
+    does not reference: the table is kept in a mapping weakly keyed by its loop)."""
 
-    __slots__ = ("_due", "_loop")
+    __slots__ = ("_due",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._due: dict[int, set[asyncio.Future[Any]]] = {}
 
-    def add(self, future: asyncio.Future[Any], timeout_s: float) -> set[asyncio.Future[Any]]:
+    def add(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], timeout_s: float
+    ) -> set[asyncio.Future[Any]]:
         """The set ``future`` joined; the caller discards it from there once it is done."""
-        tick = math.ceil((self._loop.time() + timeout_s) / _TICK_S)
+        tick = math.ceil((loop.time() + timeout_s) / _TICK_S)
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = set()
-            self._loop.call_at(tick * _TICK_S, self._expire, tick)
+            loop.call_at(tick * _TICK_S, self._expire, tick)
         due.add(future)
         return due
 
@@ -95,13 +98,20 @@ class _Expiries:
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Expiries] = (
     weakref.WeakKeyDictionary()
 )
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop], _Expiries] | None = None
+"""The last loop asked for and its table: nearly always the one loop of the process, found
+without the weak mapping's Python-level lookup."""
 
 
-def _expiries() -> _Expiries:
-    loop = asyncio.get_running_loop()
+def _expiries(loop: asyncio.AbstractEventLoop) -> _Expiries:
+    global _last
+    last = _last
+    if last is not None and last[0]() is loop:
+        return last[1]
     expiries = _by_loop.get(loop)
     if expiries is None:
-        expiries = _by_loop[loop] = _Expiries(loop)
+        expiries = _by_loop[loop] = _Expiries()
+    _last = (weakref.ref(loop), expiries)
     return expiries
 
 

@@ -98,4 +98,25 @@ async def test_an_owned_wait_that_ends_leaves_nothing_registered() -> None:
     loop.call_soon(failing.set_exception, LookupError("x"))
     with pytest.raises(LookupError):
         await within(failing, 5.0, shared=False)
-    assert len(_expiries()) == 0
+    assert len(_expiries(asyncio.get_running_loop())) == 0
+
+
+def test_a_loops_deadline_table_does_not_keep_the_loop_alive() -> None:
+    import gc
+    import weakref
+
+    loop = asyncio.new_event_loop()
+
+    async def wait_once() -> int:
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_result, 1)
+        return await within(future, 5.0, shared=False)
+
+    try:
+        assert loop.run_until_complete(wait_once()) == 1
+    finally:
+        loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None
