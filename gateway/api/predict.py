@@ -117,15 +117,12 @@ def _plain_entity(body: Any) -> tuple[Any, EntityCacheMode] | None:
 
 
 def _single(spec: ModelSpec, model_version: str, p: Prediction, request_id: str) -> Answer:
+    prediction_age, feature_age = _3dp(p.prediction_age_s), _3dp(p.feature_age_s)
+    body = _prediction_body(p, spec.output_names, prediction_age, feature_age)
     encoded = orjson.dumps(
-        {
-            "model": spec.name,
-            "model_version": model_version,
-            **_prediction_body(p, spec.output_names),
-            "request_id": request_id,
-        }
+        {"model": spec.name, "model_version": model_version, **body, "request_id": request_id}
     )
-    ladder = _ladder_headers(p.source, model_version, p.prediction_age_s, p.feature_age_s)
+    ladder = _ladder_headers(p.source, model_version, prediction_age, feature_age)
     return _ok(encoded, ladder, request_id)
 
 
@@ -136,7 +133,10 @@ def _batch(outcome: PredictOutcome, request_id: str) -> Answer:
         {
             "model": outcome.spec.name,
             "model_version": outcome.model_version,
-            "predictions": [_prediction_body(p, names) for p in predictions],
+            "predictions": [
+                _prediction_body(p, names, _3dp(p.prediction_age_s), _3dp(p.feature_age_s))
+                for p in predictions
+            ],
             "request_id": request_id,
         }
     )
@@ -149,7 +149,9 @@ def _batch(outcome: PredictOutcome, request_id: str) -> Answer:
     feature_age = max(
         (p.feature_age_s for p in predictions if p.feature_age_s is not None), default=None
     )
-    ladder = _ladder_headers(sources, outcome.model_version, prediction_age, feature_age)
+    ladder = _ladder_headers(
+        sources, outcome.model_version, _3dp(prediction_age), _3dp(feature_age)
+    )
     return _ok(encoded, ladder, request_id)
 
 
@@ -159,19 +161,22 @@ def _ok(encoded: bytes, ladder: list[tuple[bytes, bytes]], request_id: str) -> A
     return Answer(200, headers, encoded, None)
 
 
-def _prediction_body(p: Prediction, names: Sequence[str]) -> dict[str, Any]:
+def _prediction_body(
+    p: Prediction, names: Sequence[str], prediction_age: bytes | None, feature_age: bytes | None
+) -> dict[str, Any]:
+    """The ages as the headers give them (``_3dp``): the body's numbers are those texts."""
     return {
         "entity_id": p.entity_id,
         "scores": None if p.scores is None else dict(zip(names, p.scores, strict=True)),
         "source": p.source,
-        "prediction_age_s": _round(p.prediction_age_s),
-        "feature_age_s": _round(p.feature_age_s),
+        "prediction_age_s": None if prediction_age is None else float(prediction_age),
+        "feature_age_s": None if feature_age is None else float(feature_age),
         "flags": list(p.flags),
     }
 
 
 def _ladder_headers(
-    sources: str, model_version: str, prediction_age: float | None, feature_age: float | None
+    sources: str, model_version: str, prediction_age: bytes | None, feature_age: bytes | None
 ) -> list[tuple[bytes, bytes]]:
     """Which rung answered, in headers too."""
     headers = [
@@ -179,11 +184,14 @@ def _ladder_headers(
         (b"x-model-version", model_version.encode()),
     ]
     if prediction_age is not None:
-        headers.append((b"x-prediction-age", b"%.3f" % prediction_age))
+        headers.append((b"x-prediction-age", prediction_age))
     if feature_age is not None:
-        headers.append((b"x-feature-age", b"%.3f" % feature_age))
+        headers.append((b"x-feature-age", feature_age))
     return headers
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
+def _3dp(value: float | None) -> bytes | None:
+    """An age to three decimal places. ``float()`` of this text is ``round(value, 3)``: both
+    round the exact binary value half-even (tests/unit/test_predict_answer.py), and one
+    formatting serves both the header and the body."""
+    return None if value is None else b"%.3f" % value

@@ -106,11 +106,14 @@ class HttpTelemetry:
         status: int,
         error_name: str | None,
         raised: BaseException | None,
+        model: str | None = None,
     ) -> None:
-        """``error_name``: the error class an error answer names; ``raised``: what escaped."""
+        """``error_name``: the error class an error answer names; ``raised``: what escaped;
+        ``model``: the model label, when the caller has it already (else read from the path)."""
         self._in_flight.dec()
         seconds = time.perf_counter() - tracked.started
-        model = self.model_label(scope["path"])
+        if model is None:
+            model = self.model_label(scope["path"])
         error_type: str | None = None
         if raised is not None:
             status = status or 500
@@ -140,7 +143,7 @@ class HttpTelemetry:
                 if status >= 500:
                     server_span.set_status(StatusCode.ERROR)
             tracing.end_server_span(server_span, tracked.token)
-        if raised is None:
+        if raised is None and (outcome != "ok" or seconds >= self._slow_request_s):
             log_request(
                 "http", route, model, status, outcome, error_type, seconds, self._slow_request_s
             )

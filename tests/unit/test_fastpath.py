@@ -208,3 +208,13 @@ async def test_bodies_are_bounded_and_parsed_before_any_work(
 async def _chunks(content: bytes) -> AsyncIterator[bytes]:
     for i in range(0, len(content), 16):
         yield content[i : i + 16]
+
+
+def test_model_labels_are_remembered_for_served_models_only() -> None:
+    telemetry = HttpTelemetry(models=[MODEL], routes=[], slow_request_s=10.0)
+    guard = Guard.from_settings(Settings(auth=AuthSettings(enabled=False)))
+    fast_path = PredictFastPath(guard=guard, telemetry=telemetry, max_body_bytes=64)
+    assert fast_path._label(MODEL) == MODEL
+    for n in range(100):  # any path a client makes up: labelled, never remembered
+        assert fast_path._label(f"made-up-{n}") == "unknown"
+    assert fast_path._labels == {MODEL: MODEL}
