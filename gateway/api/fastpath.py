@@ -32,7 +32,6 @@ from gateway.auth import current_principal
 from gateway.errors import GatewayError
 from gateway.guard import Guard
 from gateway.telemetry.http import HttpTelemetry
-from gateway.telemetry.metrics import UNKNOWN_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +56,6 @@ class PredictFastPath:
         self.max_body_bytes = max_body_bytes
         # The shed answer is built once: shedding must stay cheap when it matters most.
         self._shed = problem_answer(guard.overloaded())
-        self._labels: dict[str, str] = {}
-
-    def _label(self, model: str) -> str:
-        """The metrics' model label for the path's model (what ``model_label`` would read
-        from the path), remembered for served models only: the label set stays closed."""
-        label = self._labels.get(model)
-        if label is None:
-            label = self._telemetry.model_label(f"/v1/models/{model}/predict")
-            if label != UNKNOWN_MODEL:
-                self._labels[model] = label
-        return label
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
         """Serve over ASGI (any server, the test clients included)."""
@@ -103,7 +91,13 @@ class PredictFastPath:
             status = 0 if answer is None else answer.status
             error_name = None if answer is None else answer.error_name
             telemetry.finish(
-                scope, tracked, PREDICT_ROUTE, status, error_name, raised, self._label(model)
+                scope,
+                tracked,
+                PREDICT_ROUTE,
+                status,
+                error_name,
+                raised,
+                telemetry.label_for(model),
             )
 
     async def _answer(self, scope: Scope, body: Receive | bytes, model: str) -> Answer:

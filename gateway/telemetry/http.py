@@ -143,7 +143,7 @@ class HttpTelemetry:
                 if status >= 500:
                     server_span.set_status(StatusCode.ERROR)
             tracing.end_server_span(server_span, tracked.token)
-        if raised is None and (outcome != "ok" or seconds >= self._slow_request_s):
+        if raised is None and worth_a_line(outcome, seconds, self._slow_request_s):
             log_request(
                 "http", route, model, status, outcome, error_type, seconds, self._slow_request_s
             )
@@ -181,7 +181,12 @@ class HttpTelemetry:
         name = path[len(_MODEL_PREFIX) :].partition("/")[0]
         if not name:
             return ""
-        return name if name in self._models else metrics.UNKNOWN_MODEL
+        return self.label_for(name)
+
+    def label_for(self, model: str) -> str:
+        """A served model's own name, anything else ``unknown``: clients cannot grow the
+        label set by making names up."""
+        return model if model in self._models else metrics.UNKNOWN_MODEL
 
 
 class TelemetryMiddleware:
@@ -239,6 +244,12 @@ def _problem_type(body: bytes) -> str | None:
     return body[len(_PROBLEM_PREFIX) : end].decode("ascii", "replace") if end > 0 else None
 
 
+def worth_a_line(outcome: str, seconds: float, slow_request_s: float) -> bool:
+    """Whether :func:`log_request` writes anything: callers on the hot path ask first, which
+    spares the call for the plain fast answer that nearly every request is."""
+    return outcome != "ok" or seconds >= slow_request_s
+
+
 def log_request(
     transport: str,
     route: str,
@@ -250,15 +261,15 @@ def log_request(
     slow_request_s: float,
 ) -> None:
     """At most one line per request: a failure (5xx), a slow request, or (INFO) a rejection."""
+    if not worth_a_line(outcome, seconds, slow_request_s):
+        return
     if outcome in metrics.SERVER_FAILURES:
         level = logging.ERROR if outcome == "error" else logging.WARNING
         message = "request failed"
     elif seconds >= slow_request_s:
         level, message = logging.WARNING, "slow request"
-    elif error_type is not None:
-        level, message = logging.INFO, "request rejected"
     else:
-        return
+        level, message = logging.INFO, "request rejected"
     if not log.isEnabledFor(level):
         return
     log.log(

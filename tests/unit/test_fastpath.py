@@ -210,11 +210,11 @@ async def _chunks(content: bytes) -> AsyncIterator[bytes]:
         yield content[i : i + 16]
 
 
-def test_model_labels_are_remembered_for_served_models_only() -> None:
+def test_model_labels_are_served_models_or_unknown() -> None:
     telemetry = HttpTelemetry(models=[MODEL], routes=[], slow_request_s=10.0)
-    guard = Guard.from_settings(Settings(auth=AuthSettings(enabled=False)))
-    fast_path = PredictFastPath(guard=guard, telemetry=telemetry, max_body_bytes=64)
-    assert fast_path._label(MODEL) == MODEL
-    for n in range(100):  # any path a client makes up: labelled, never remembered
-        assert fast_path._label(f"made-up-{n}") == "unknown"
-    assert fast_path._labels == {MODEL: MODEL}
+    assert telemetry.label_for(MODEL) == MODEL
+    for name in (MODEL, "made-up", f"{MODEL}x", "x" * 200):
+        # The fast path's label is the one the path would give any other route.
+        expected = telemetry.model_label(f"/v1/models/{name}/predict")
+        assert telemetry.label_for(name) == expected
+        assert expected in {MODEL, "unknown"}
