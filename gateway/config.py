@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     Triton call and one write-back pipeline per model (gateway/microbatch.py). Off: one of
     each per request (the benchmark's baseline), and the windows below do nothing."""
     infer_window_ms: float = Field(default=2.0, ge=0.0, le=100.0)
-    """While a model's real-time misses come at most twice this far apart on average, a miss
+    """While a model's real-time misses come at most this far apart on average, a miss
     waits up to this long for others to share its Triton call (never more than half of what
     its deadline leaves); a quiet model's misses go at once. 0: share only within one
     event-loop iteration."""

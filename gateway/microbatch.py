@@ -11,9 +11,11 @@ At a moderate rate requests rarely become ready in the same iteration, so every 
 call of its own: a lone real-time miss cost the gateway ~1.7 ms of CPU and Triton ~1 ms, and at
 500 misses/s that filled the machine (docs/measurements.md). A batcher with a ``window_s``
 therefore holds a batch open for up to that long, but only while its key is busy: when the
-recent parts of the key arrived on average at most ``2 * window_s`` apart (an exponentially
-weighted mean of the gaps), so that a wait is likely to gain company. A quiet key keeps the
-tick flush and its latency. A part never waits past its own ``wait_s`` (the service passes
+recent parts of the key arrived on average at most ``window_s`` apart (an exponentially
+weighted mean of the gaps), so that a wait can expect at least one more part for company. A
+quiet key keeps the tick flush and its latency: a wait that expects less than one companion
+costs every part its window for little sharing (2 workers at 500 misses/s, a mean gap of 4 ms,
+measured in docs/measurements.md). A part never waits past its own ``wait_s`` (the service passes
 half of what the caller's deadline leaves): it pulls the batch's flush forward.
 
 The combined call runs as its own task, so a caller that gives up (deadline, disconnect)
@@ -37,8 +39,10 @@ R = TypeVar("R")
 Run = Callable[[K, list[P]], Coroutine[Any, Any, list[R]]]
 """Runs the parts gathered for one key; returns one result per part, in order."""
 
-_GAP_WEIGHT = 0.2
-"""Weight of the newest gap in a key's mean gap: about the last ten parts count."""
+_GAP_WEIGHT = 0.05
+"""Weight of the newest gap in a key's mean gap: about the last forty parts count, so that
+the waves of a closed-loop load (a burst, then a pause while its answers travel) read as the
+rate they average to, not as quiet spells. One long gap still makes a key quiet at once."""
 _MAX_GAP_S = 1.0
 """Gaps are capped here, so one idle spell makes a key quiet without poisoning its mean."""
 
@@ -114,7 +118,7 @@ class TickBatcher(Generic[K, P, R]):
             pace = self._paces.get(key)
             if pace is None:
                 pace = self._paces[key] = _Pace(now)
-            busy = pace.note(now) <= 2 * window
+            busy = pace.note(now) <= window
             if batch is None:
                 wait = window if busy else 0.0
                 if wait_s is not None:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from gateway import microbatch
 from gateway.microbatch import TickBatcher
 
 
@@ -154,18 +155,37 @@ async def test_a_busy_key_holds_its_batch_open_for_the_window() -> None:
     recorder = Recorder()
     b = windowed(recorder, 0.2)
     loop = asyncio.get_running_loop()
-    # Five parts at once: the key's mean gap falls under twice the window, so it is busy;
-    # the first of them found it quiet, so these five still go after this iteration.
-    assert await asyncio.gather(*(b.submit("a", n) for n in range(1, 6))) == [10, 20, 30, 40, 50]
+    # Forty parts at once: the key's mean gap (from 1 s, weighted 0.05) falls under the
+    # window, so it is busy; the first of them found it quiet, so these still go after this
+    # iteration.
+    parts = list(range(1, 41))
+    assert await asyncio.gather(*(b.submit("a", n) for n in parts)) == [n * 10 for n in parts]
     start = loop.time()
-    first = b.post("a", 6)
+    first = b.post("a", 41)
     await asyncio.sleep(0.05)
     assert not first.done()
-    assert recorder.calls == [("a", [1, 2, 3, 4, 5])]
-    second = b.post("a", 7)
-    assert await asyncio.gather(first, second) == [60, 70]
+    assert recorder.calls == [("a", parts)]
+    second = b.post("a", 42)
+    assert await asyncio.gather(first, second) == [410, 420]
     assert loop.time() - start >= 0.15
-    assert recorder.calls == [("a", [1, 2, 3, 4, 5]), ("a", [6, 7])]
+    assert recorder.calls == [("a", parts), ("a", [41, 42])]
+
+
+async def test_a_key_whose_parts_come_further_apart_than_the_window_does_not_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parts 30 ms apart with a 20 ms window: a wait would expect less than one companion,
+    so every part goes at once. The mean is the last gap alone here (weight 1), so that a
+    few parts show the rule; a late timer only widens the gaps."""
+    monkeypatch.setattr(microbatch, "_GAP_WEIGHT", 1.0)
+    recorder = Recorder()
+    b = windowed(recorder, 0.02)
+    assert await b.post("a", 0) == 0  # its gap from the key's creation is 0: it may wait
+    for n in range(1, 6):
+        await asyncio.sleep(0.03)
+        part = b.post("a", n)
+        assert await made_within_iterations(recorder, ("a", [n])), f"part {n} was held"
+        assert await part == n * 10
 
 
 async def test_a_part_with_little_time_pulls_the_flush_forward() -> None:
@@ -202,13 +222,13 @@ async def test_drain_makes_the_call_of_a_batch_still_open() -> None:
 
 async def test_a_key_that_went_quiet_stops_waiting() -> None:
     recorder = Recorder()
-    b = windowed(recorder, 0.05)
+    b = windowed(recorder, 0.02)
     # Busy: many parts at once drive the mean gap towards 0 ...
-    await asyncio.gather(*(b.submit("a", n) for n in range(30)))
+    await asyncio.gather(*(b.submit("a", n) for n in range(100)))
     busy = b.post("a", 98)
     assert not await made_within_iterations(recorder, ("a", [98]))
     assert await busy == 980
-    # ... and one long gap (0.8 s, weighted 0.2) lifts it over twice the window.
+    # ... and one long gap (0.8 s, weighted 0.05) lifts it over the window.
     await asyncio.sleep(0.8)
     quiet = b.post("a", 99)
     assert await made_within_iterations(recorder, ("a", [99]))
