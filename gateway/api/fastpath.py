@@ -57,6 +57,10 @@ class PredictFastPath:
         # The shed answer is built once: shedding must stay cheap when it matters most.
         self._shed = problem_answer(guard.overloaded())
 
+    def serves(self, model: str) -> bool:
+        """Whether ``model`` is one this gateway serves."""
+        return self._telemetry.serves(model)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send, model: str) -> None:
         """Serve over ASGI (any server, the test clients included)."""
 

@@ -183,6 +183,10 @@ class HttpTelemetry:
             return ""
         return self.label_for(name)
 
+    def serves(self, model: str) -> bool:
+        """Whether ``model`` is a served model (its own label)."""
+        return model in self._models
+
     def label_for(self, model: str) -> str:
         """A served model's own name, anything else ``unknown``: clients cannot grow the
         label set by making names up."""

@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
+from gateway.api import http_protocol
 from gateway.api.http_protocol import GatewayHttpProtocol
 from tests.unit.test_fastpath import MODEL, StandInService, build
 
@@ -35,8 +36,13 @@ class ScriptedFastPath:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, bytes]] = []
+        self.targets: list[tuple[bytes, bytes]] = []
+        """Each request's ``raw_path`` and ``query_string``."""
         self.release = asyncio.Event()
         self.finished = 0
+
+    def serves(self, model: str) -> bool:
+        return model != "unserved"
 
     async def serve(
         self,
@@ -47,6 +53,7 @@ class ScriptedFastPath:
     ) -> None:
         assert isinstance(body, bytes)  # the protocol hands over the buffered body
         self.seen.append((model, scope["path"], body))
+        self.targets.append((scope["raw_path"], scope["query_string"]))
         try:
             if model == "slow":
                 await self.release.wait()
@@ -215,6 +222,35 @@ async def test_predict_requests_are_answered_by_the_fast_path_on_a_kept_connecti
         ("n", "/v1/models/n/predict", b"{}"),
     ]
     assert server.server.server_state.total_requests == 2
+
+
+async def test_a_served_models_plain_target_is_parsed_once(
+    server: Server, fast: ScriptedFastPath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http_protocol, "_PLAIN_TARGETS", {})
+    targets = [
+        "/v1/models/served/predict",
+        "/v1/models/served/predict",  # from the memo
+        "/v1/models/served/predict?x=1",  # has a query: parsed, not remembered
+        "/v1/models/unserved/predict",  # a name made up: parsed, not remembered
+        "/v1/models/unserved/predict",
+    ]
+    reader, writer = await server.connect()
+    for target in targets:
+        writer.write(post(target))
+        [answer] = await read_answers(reader, 1)
+        assert answer.headers[b"x-served-by"] == b"fast", target
+    writer.close()
+    models = ["served"] * 3 + ["unserved"] * 2
+    assert fast.seen == [
+        (m, t.partition("?")[0], b"{}") for m, t in zip(models, targets, strict=True)
+    ]
+    assert fast.targets == [
+        (t.partition("?")[0].encode(), t.partition("?")[2].encode()) for t in targets
+    ]
+    assert http_protocol._PLAIN_TARGETS == {
+        b"/v1/models/served/predict": ("/v1/models/served/predict", "served")
+    }
 
 
 async def idle_until_closed(reader: asyncio.StreamReader, limit_s: float = 5.0) -> float:
