@@ -432,6 +432,9 @@ def serve(port: int, redis_url: str, style: str, triton_url: str | None = None) 
 
         max_body_bytes = 1 << 20
 
+        def serves(self, model: str) -> bool:
+            return model == spec.name
+
         async def serve(self, scope: object, body: bytes, model: str, respond: Any) -> None:
             entity_id = orjson.loads(body)["entity_id"]
             replies: asyncio.Future[list[object]] = loop.create_future()
