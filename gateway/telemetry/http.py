@@ -190,7 +190,7 @@ class HttpTelemetry:
     def label_for(self, model: str) -> str:
         """A served model's own name, anything else ``unknown``: clients cannot grow the
         label set by making names up."""
-        return model if model in self._models else metrics.UNKNOWN_MODEL
+        return model if self.serves(model) else metrics.UNKNOWN_MODEL
 
 
 class TelemetryMiddleware:
