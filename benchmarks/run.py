@@ -199,9 +199,9 @@ def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
     run_wrk(t.url, script, args.connections, 2, args.threads)
     time.sleep(0.5)
     server0, stack0 = cpu_seconds(t.server_pids), cpu_seconds(t.stack_pids)
-    busy0, wrk0 = machine_busy_seconds(), children_cpu_seconds()
+    busy0, wrk0, wall0 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
     sat = run_wrk(t.url, script, args.connections, args.duration, args.threads)
-    busy1, wrk1 = machine_busy_seconds(), children_cpu_seconds()
+    busy1, wrk1, wall1 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
     server1, stack1 = cpu_seconds(t.server_pids), cpu_seconds(t.stack_pids)
     n = max(sat["requests"], 1)
     print(f"[{t.key}] saturation: {sat}", flush=True)
@@ -220,6 +220,8 @@ def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
             "wrk_cpu_s": wrk1 - wrk0,
             # machine-wide busy CPU not accounted to the stack or wrk: other tenants, kernel
             "other_cpu_s": (busy1 - busy0) - (stack1 - stack0) - (wrk1 - wrk0),
+            # under the core count: the target left cores idle (latency-bound, not CPU-bound)
+            "cores_busy": (busy1 - busy0) / (wall1 - wall0),
             "fixed_rate": fixed["achieved_rate"],
             "fixed_p50_ms": fixed["p50_ms"],
             "fixed_p99_ms": fixed["p99_ms"],
@@ -362,7 +364,11 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
         "run, divided by requests completed. *Service* = the measured server alone (Triton for "
         "(a), the gateway's uvicorn process for (b)/(c), the reference's for (d)); *stack* = "
         "service + Redis + Triton. `other CPU s` = machine-wide busy CPU during the saturation "
-        "run minus the stack's and wrk's: near 0 means nothing else competed for the cores.",
+        "run minus the stack's and wrk's: near 0 means nothing else competed for the cores. "
+        "`cores busy` = machine-wide busy CPU seconds of the saturation run over its wall "
+        f"time, of {os.cpu_count()}: below that, the target left cores idle at "
+        f"{args.connections} connections (its requests were waiting: for a batch window, "
+        "Triton's queue, a reply), so its req/s is bound by latency as well as by CPU.",
         "- wrk (and, for the fixed-rate runs, the Python generator) run on the same cores, so "
         "saturation figures are those of servers sharing the machine with the load generator.",
     ]
@@ -398,8 +404,8 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
     lines += [
         "| target | req/s (saturation) | sat. p50 / p99 ms | CPU ms/req service | "
         f"CPU ms/req stack | p50 ms @{args.rate:g}/s | p99 ms @{args.rate:g}/s | errors | "
-        "other CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "other CPU s | cores busy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in targets:
         r = t.result
@@ -407,7 +413,7 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
             f"| {t.label} | {r['rps']:,.0f} | {r['sat_p50_ms']:.2f} / {r['sat_p99_ms']:.2f} | "
             f"{r['cpu_ms_server']:.3f} | {r['cpu_ms_stack']:.3f} | {r['fixed_p50_ms']:.2f} | "
             f"{r['fixed_p99_ms']:.2f} | {int(r['sat_errors'] + r['fixed_errors'])} | "
-            f"{r['other_cpu_s']:.1f} |"
+            f"{r['other_cpu_s']:.1f} | {r['cores_busy']:.2f} |"
         )
     lines += [
         "",

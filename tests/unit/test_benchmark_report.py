@@ -28,6 +28,7 @@ def figures(rps: float, cpu_ms: float = 0.5, p99_ms: float = 20.0) -> dict[str, 
         "cpu_ms_stack": cpu_ms * 1.2,
         "wrk_cpu_s": 1.0,
         "other_cpu_s": 0.0,
+        "cores_busy": 1.9,
         "fixed_rate": 500.0,
         "fixed_p50_ms": 3.0,
         "fixed_p99_ms": p99_ms,
@@ -73,3 +74,5 @@ def test_the_report_shows_each_rounds_ratio_and_the_verdict(
     assert "| (b)/(a) req/s >= 0.50 | 0.52 | 0.52, 0.54, 0.50 | yes |" in text
     p99 = "| miss p99 <= 10 ms at 500 req/s | 12.00 ms | 20.00 ms, 9.00 ms, 12.00 ms | no |"
     assert p99 in text
+    # Each target's busy cores during its saturation run, after its other-CPU figure.
+    assert text.count("| 0.0 | 1.90 |") == 4
