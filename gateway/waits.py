@@ -48,7 +48,7 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
                 raise TimeoutError from None  # its tick cancelled it, not the caller
             raise
         finally:
-            due.discard(future)
+            due.leave(future)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     wake = functools.partial(_wake, waiter)
@@ -65,6 +65,28 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
     return future.result()
 
 
+class _Tick:
+    """The owned futures whose deadline falls in one millisecond tick, and its timer."""
+
+    __slots__ = ("futures", "handle", "table", "tick")
+
+    def __init__(self, table: dict[int, _Tick], tick: int, handle: asyncio.TimerHandle) -> None:
+        self.futures: set[asyncio.Future[Any]] = set()
+        self.handle = handle
+        self.table = table
+        self.tick = tick
+
+    def leave(self, future: asyncio.Future[Any]) -> None:
+        """``future`` is done. The last to leave cancels the timer: at a moderate rate nearly
+        every wait has a tick of its own, and a timer left to fire for nobody would wake an
+        idle loop once per request, a deadline later."""
+        futures = self.futures
+        futures.discard(future)
+        if not futures and self.table.get(self.tick) is self:
+            del self.table[self.tick]
+            self.handle.cancel()
+
+
 class _Expiries:
     """Owned futures by the millisecond tick their deadline falls in, for one loop (which it
     does not reference: the table is kept in a mapping weakly keyed by its loop)."""
@@ -72,27 +94,33 @@ class _Expiries:
     __slots__ = ("_due",)
 
     def __init__(self) -> None:
-        self._due: dict[int, set[asyncio.Future[Any]]] = {}
+        self._due: dict[int, _Tick] = {}
 
     def add(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], timeout_s: float
-    ) -> set[asyncio.Future[Any]]:
-        """The set ``future`` joined; the caller discards it from there once it is done."""
+    ) -> _Tick:
+        """The tick ``future`` joined; the caller leaves it once the future is done."""
         tick = math.ceil((loop.time() + timeout_s) / _TICK_S)
         due = self._due.get(tick)
         if due is None:
-            due = self._due[tick] = set()
-            loop.call_at(tick * _TICK_S, self._expire, tick)
-        due.add(future)
+            handle = loop.call_at(tick * _TICK_S, self._expire, tick)
+            due = self._due[tick] = _Tick(self._due, tick, handle)
+        due.futures.add(future)
         return due
 
     def _expire(self, tick: int) -> None:
-        for future in self._due.pop(tick, ()):
-            future.cancel()
+        due = self._due.pop(tick, None)
+        if due is not None:
+            for future in due.futures:
+                future.cancel()
 
     def __len__(self) -> int:
         """Futures still registered (tests)."""
-        return sum(len(due) for due in self._due.values())
+        return sum(len(due.futures) for due in self._due.values())
+
+    def timers(self) -> int:
+        """Ticks whose timer is still armed (tests)."""
+        return len(self._due)
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Expiries] = (

@@ -99,6 +99,8 @@ async def test_an_owned_wait_that_ends_leaves_nothing_registered() -> None:
     with pytest.raises(LookupError):
         await within(failing, 5.0, shared=False)
     assert len(_expiries(asyncio.get_running_loop())) == 0
+    # Nor a timer: left armed, each would wake an idle loop a deadline later for nobody.
+    assert _expiries(asyncio.get_running_loop()).timers() == 0
 
 
 def test_a_loops_deadline_table_does_not_keep_the_loop_alive() -> None:
