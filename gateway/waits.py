@@ -10,7 +10,9 @@ A future the caller owns (its lookup part) needs neither: the caller awaits it d
 its deadline goes into a per-loop table of millisecond ticks, each with one timer that cancels
 whatever of that tick is still pending. At thousands of requests a second most waits share a
 tick with others, so a wait costs a set insertion and removal instead of a timer, a waiter
-future and a done-callback (and the extra loop callback that handed the outcome over).
+future and a done-callback (and the extra loop callback that handed the outcome over). The
+last wait to leave a tick cancels its timer, so an idle loop is not woken a deadline later
+for nobody.
 """
 
 from __future__ import annotations
