@@ -10,9 +10,9 @@ A future the caller owns (its lookup part) needs neither: the caller awaits it d
 its deadline goes into a per-loop table of millisecond ticks, each with one timer that cancels
 whatever of that tick is still pending. At thousands of requests a second most waits share a
 tick with others, so a wait costs a set insertion and removal instead of a timer, a waiter
-future and a done-callback (and the extra loop callback that handed the outcome over). The
-last wait to leave a tick cancels its timer, so an idle loop is not woken a deadline later
-for nobody.
+future and a done-callback (and the extra loop callback that handed the outcome over). A tick
+nobody waits in any more has its timer cancelled (the newest one once a newer tick is made),
+so an idle loop is not woken a deadline later for nobody.
 """
 
 from __future__ import annotations
@@ -68,35 +68,38 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
 
 
 class _Tick:
-    """The owned futures whose deadline falls in one millisecond tick, and its timer."""
+    """The owned futures whose deadline falls in one millisecond tick, and its timer (weakly:
+    the loop holds an armed timer, and a strong reference here would keep a closed loop alive
+    through its table)."""
 
-    __slots__ = ("futures", "handle", "table", "tick")
+    __slots__ = ("futures", "table", "tick", "timer")
 
-    def __init__(self, table: dict[int, _Tick], tick: int, handle: asyncio.TimerHandle) -> None:
+    def __init__(self, table: _Expiries, tick: int, timer: asyncio.TimerHandle) -> None:
         self.futures: set[asyncio.Future[Any]] = set()
-        self.handle = handle
         self.table = table
         self.tick = tick
+        self.timer = weakref.ref(timer)
 
     def leave(self, future: asyncio.Future[Any]) -> None:
-        """``future`` is done. The last to leave cancels the timer: at a moderate rate nearly
-        every wait has a tick of its own, and a timer left to fire for nobody would wake an
-        idle loop once per request, a deadline later."""
+        """``future`` is done. The last to leave a tick cancels its timer, unless it is the
+        newest tick, which later waits of the same millisecond may still join: it goes when a
+        newer tick is made. At a moderate rate nearly every wait has a tick of its own, and a
+        timer left to fire for nobody would wake an idle loop once per request."""
         futures = self.futures
         futures.discard(future)
-        if not futures and self.table.get(self.tick) is self:
-            del self.table[self.tick]
-            self.handle.cancel()
+        if not futures and self.table.newest is not self:
+            self.table.drop(self)
 
 
 class _Expiries:
     """Owned futures by the millisecond tick their deadline falls in, for one loop (which it
     does not reference: the table is kept in a mapping weakly keyed by its loop)."""
 
-    __slots__ = ("_due",)
+    __slots__ = ("_due", "newest")
 
     def __init__(self) -> None:
         self._due: dict[int, _Tick] = {}
+        self.newest: _Tick | None = None
 
     def add(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], timeout_s: float
@@ -105,16 +108,32 @@ class _Expiries:
         tick = math.ceil((loop.time() + timeout_s) / _TICK_S)
         due = self._due.get(tick)
         if due is None:
-            handle = loop.call_at(tick * _TICK_S, self._expire, tick)
-            due = self._due[tick] = _Tick(self._due, tick, handle)
+            newest = self.newest
+            if newest is not None and not newest.futures:
+                self.drop(newest)
+            timer = loop.call_at(tick * _TICK_S, self._expire, tick)
+            due = self._due[tick] = self.newest = _Tick(self, tick, timer)
         due.futures.add(future)
         return due
 
+    def drop(self, due: _Tick) -> None:
+        """Forget a tick nobody waits in any more, and cancel its timer."""
+        if self._due.get(due.tick) is due:
+            del self._due[due.tick]
+            timer = due.timer()
+            if timer is not None:
+                timer.cancel()
+        if self.newest is due:
+            self.newest = None
+
     def _expire(self, tick: int) -> None:
         due = self._due.pop(tick, None)
-        if due is not None:
-            for future in due.futures:
-                future.cancel()
+        if due is None:
+            return
+        if self.newest is due:
+            self.newest = None
+        for future in due.futures:
+            future.cancel()
 
     def __len__(self) -> int:
         """Futures still registered (tests)."""

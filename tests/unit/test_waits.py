@@ -99,8 +99,43 @@ async def test_an_owned_wait_that_ends_leaves_nothing_registered() -> None:
     with pytest.raises(LookupError):
         await within(failing, 5.0, shared=False)
     assert len(_expiries(asyncio.get_running_loop())) == 0
-    # Nor a timer: left armed, each would wake an idle loop a deadline later for nobody.
-    assert _expiries(asyncio.get_running_loop()).timers() == 0
+    # Nor a timer, but the newest tick's (later waits of its millisecond may join it): left
+    # armed, each would wake an idle loop a deadline later for nobody.
+    assert _expiries(asyncio.get_running_loop()).timers() <= 1
+
+
+def test_a_tick_nobody_waits_in_has_its_timer_cancelled() -> None:
+    from gateway.waits import _expiries
+
+    async def waits() -> None:
+        loop = asyncio.get_running_loop()
+        table = _expiries(loop)
+        soon, later = pending(), pending()
+        waiting = [
+            asyncio.ensure_future(within(soon, 0.5, shared=False)),
+            asyncio.ensure_future(within(later, 5.0, shared=False)),
+        ]
+        await asyncio.sleep(0)
+        assert table.timers() == 2
+        soon.set_result(1)
+        assert await waiting[0] == 1
+        # Not the newest tick: nobody else can join it, so its timer goes at once.
+        assert table.timers() == 1
+        later.set_result(2)
+        assert await waiting[1] == 2
+        # The newest stays armed for waits of its millisecond, until a newer tick is made.
+        assert table.timers() == 1
+        newer = pending()
+        loop.call_soon(newer.set_result, 3)
+        assert await within(newer, 2.0, shared=False) == 3
+        assert table.timers() == 1
+        assert len(table) == 0
+
+    loop = asyncio.new_event_loop()  # a table of its own
+    try:
+        loop.run_until_complete(waits())
+    finally:
+        loop.close()
 
 
 def test_a_loops_deadline_table_does_not_keep_the_loop_alive() -> None:
