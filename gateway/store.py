@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
@@ -44,8 +44,10 @@ def refresh_key(model: str, version: str, entity_id: str) -> str:
     return f"{REFRESH_PREFIX}:{model}:{version}:{entity_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class EntityRecord:
+class EntityRecord(NamedTuple):
+    """One per entity looked up: a NamedTuple, immutable and cheaper to build than a frozen
+    dataclass."""
+
     stored: list[bytes | None] | None
     """Stored feature values in spec order, or None when the entity has no features."""
     features_at: float | None
