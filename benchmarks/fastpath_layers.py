@@ -8,8 +8,10 @@ of a microsecond, so changes worth one or two microseconds can be compared, whic
 end-to-end benchmarks on this shared box cannot resolve (docs/measurements.md).
 
 Prints the median (and minimum) of ``--rounds`` rounds of ``--requests`` calls each for the
-whole fast path (``serve``), ``answer_predict`` alone and the answer's composer alone, and a
-baseline: the same loop awaiting a coroutine that does nothing.
+whole fast path (``serve``), ``answer_predict`` alone, the answer's composer alone, what a hit
+does with its lookup's reply (the cached prediction decoded, the entity's record, the
+freshness rule, the answer composed), and a baseline: the same loop awaiting a coroutine that
+does nothing.
 """
 
 from __future__ import annotations
@@ -26,18 +28,32 @@ from typing import Any
 import uvloop
 
 from gateway.api.fastpath import PredictFastPath
-from gateway.api.predict import _single, answer_predict
+from gateway.api.predict import Answer, _single, answer_predict
+from gateway.cache import CachedPrediction
 from gateway.config import AuthSettings, LimitSettings, Settings
 from gateway.guard import Guard
 from gateway.keys import mint, write_keys_file
-from gateway.service import Prediction
+from gateway.service import Prediction, _fresh_hit
 from gateway.spec import ModelSpec, load_specs
+from gateway.store import EntityRecord
 from gateway.telemetry.http import HttpTelemetry
 
 SPEC = load_specs(Path(__file__).resolve().parents[1] / "config" / "models.yaml")["fraud_scorer"]
 MODEL = SPEC.name
 PREDICTION = Prediction("card-000001", (0.25,), "cache", 12.3456, 60.5, ())
 BODY = b'{"entity_id":"card-000001"}'
+NOW = time.time()
+CACHED = CachedPrediction((0.25,), "1", NOW - 12.3456, NOW - 60.5).encode()
+STORED: list[bytes | None] = [b"1.5"] * len(SPEC.features)
+
+
+def answer_from_record() -> Answer:
+    """What a hit does with its lookup's reply: the record, the freshness rule, the answer."""
+    record = EntityRecord(STORED, NOW - 60.5, CachedPrediction.decode(CACHED))
+    prediction = _fresh_hit(SPEC, "1", "card-000001", record, NOW)
+    if prediction is None:
+        raise RuntimeError("the benchmark's cached prediction is not a fresh hit")
+    return _single(SPEC, "1", prediction, "id-1")
 
 
 class AnsweringService:
@@ -99,6 +115,7 @@ async def measure(requests: int, rounds: int) -> dict[str, list[float]]:
             65_536,
         ),
         "the answer's composer": lambda: nothing_after(_single(SPEC, "1", PREDICTION, "id-1")),
+        "a hit from its lookup's reply": lambda: nothing_after(answer_from_record()),
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
