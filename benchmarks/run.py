@@ -323,6 +323,19 @@ def _workers(n: int) -> str:
     return f"{n} uvicorn worker{'s' if n != 1 else ''}"
 
 
+def code_version(root: Path = ROOT) -> str:
+    """The commit measured, and whether the tree differed from it (a report says what it ran)."""
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    status = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    dirty = " plus uncommitted changes" if status.stdout.strip() else ""
+    return f"`{head.stdout.strip()}`{dirty}"
+
+
 def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
     cpu = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -331,7 +344,7 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
             break
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
     return [
-        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}",
+        f"- Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}; code: {code_version()}",
         f"- Machine: {cpu}, {os.cpu_count()} logical CPUs, {platform.platform()}, "
         f"Python {platform.python_version()}",
         "- Everything on 127.0.0.1 on this one machine: Redis, Triton (CPU, python backend "

@@ -76,3 +76,20 @@ def test_the_report_shows_each_rounds_ratio_and_the_verdict(
     assert p99 in text
     # Each target's busy cores during its saturation run, after its other-CPU figure.
     assert text.count("| 0.0 | 1.90 |") == 4
+
+
+def test_the_report_names_the_commit_it_measured(tmp_path: Path) -> None:
+    import subprocess
+
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert run.code_version(tmp_path) == f"`{head}`"
+    (tmp_path / "f").write_text("2")
+    assert run.code_version(tmp_path) == f"`{head}` plus uncommitted changes"
+    assert run.code_version(tmp_path / "nowhere").startswith("unknown")
