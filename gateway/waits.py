@@ -41,7 +41,8 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
         if timeout_s is None:
             return await future
         loop = asyncio.get_running_loop()
-        due = _expiries(loop).add(loop, future, timeout_s)
+        table = _expiries(loop)
+        due = table.add(loop, future, timeout_s)
         try:
             return await future
         except asyncio.CancelledError:
@@ -50,7 +51,7 @@ async def within(future: asyncio.Future[T], timeout_s: float | None, *, shared: 
                 raise TimeoutError from None  # its tick cancelled it, not the caller
             raise
         finally:
-            due.leave(future)
+            table.leave(due, future)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     wake = functools.partial(_wake, waiter)
@@ -72,34 +73,23 @@ class _Tick:
     the loop holds an armed timer, and a strong reference here would keep a closed loop alive
     through its table)."""
 
-    __slots__ = ("futures", "table", "tick", "timer")
+    __slots__ = ("futures", "tick", "timer")
 
-    def __init__(self, table: _Expiries, tick: int, timer: asyncio.TimerHandle) -> None:
+    def __init__(self, tick: int, timer: asyncio.TimerHandle) -> None:
         self.futures: set[asyncio.Future[Any]] = set()
-        self.table = table
         self.tick = tick
         self.timer = weakref.ref(timer)
-
-    def leave(self, future: asyncio.Future[Any]) -> None:
-        """``future`` is done. The last to leave a tick cancels its timer, unless it is the
-        newest tick, which later waits of the same millisecond may still join: it goes when a
-        newer tick is made. At a moderate rate nearly every wait has a tick of its own, and a
-        timer left to fire for nobody would wake an idle loop once per request."""
-        futures = self.futures
-        futures.discard(future)
-        if not futures and self.table.newest is not self:
-            self.table.drop(self)
 
 
 class _Expiries:
     """Owned futures by the millisecond tick their deadline falls in, for one loop (which it
     does not reference: the table is kept in a mapping weakly keyed by its loop)."""
 
-    __slots__ = ("_due", "newest")
+    __slots__ = ("_due", "_newest")
 
     def __init__(self) -> None:
         self._due: dict[int, _Tick] = {}
-        self.newest: _Tick | None = None
+        self._newest: _Tick | None = None
 
     def add(
         self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], timeout_s: float
@@ -108,30 +98,40 @@ class _Expiries:
         tick = math.ceil((loop.time() + timeout_s) / _TICK_S)
         due = self._due.get(tick)
         if due is None:
-            newest = self.newest
+            newest = self._newest
             if newest is not None and not newest.futures:
-                self.drop(newest)
+                self._drop(newest)
             timer = loop.call_at(tick * _TICK_S, self._expire, tick)
-            due = self._due[tick] = self.newest = _Tick(self, tick, timer)
+            due = self._due[tick] = self._newest = _Tick(tick, timer)
         due.futures.add(future)
         return due
 
-    def drop(self, due: _Tick) -> None:
+    def leave(self, due: _Tick, future: asyncio.Future[Any]) -> None:
+        """``future`` is done. The last to leave a tick cancels its timer, unless it is the
+        newest tick, which later waits of the same millisecond may still join: it goes when a
+        newer tick is made. At a moderate rate nearly every wait has a tick of its own, and a
+        timer left to fire for nobody would wake an idle loop once per request."""
+        futures = due.futures
+        futures.discard(future)
+        if not futures and due is not self._newest:
+            self._drop(due)
+
+    def _drop(self, due: _Tick) -> None:
         """Forget a tick nobody waits in any more, and cancel its timer."""
         if self._due.get(due.tick) is due:
             del self._due[due.tick]
             timer = due.timer()
             if timer is not None:
                 timer.cancel()
-        if self.newest is due:
-            self.newest = None
+        if self._newest is due:
+            self._newest = None
 
     def _expire(self, tick: int) -> None:
         due = self._due.pop(tick, None)
         if due is None:
             return
-        if self.newest is due:
-            self.newest = None
+        if self._newest is due:
+            self._newest = None
         for future in due.futures:
             future.cancel()
 
