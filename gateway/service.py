@@ -22,9 +22,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-import numpy.typing as npt
-
 from gateway.auth import check_caller_may_write
 from gateway.cache import CachedPrediction, Usability
 from gateway.coalesce import SingleFlight
@@ -47,7 +44,7 @@ from gateway.spec import ModelSpec, ServingPolicy
 from gateway.store import NO_RECORD, EntityRecord, RedisStore, refresh_key
 from gateway.telemetry import tracing
 from gateway.telemetry.metrics import observe_prediction, observe_predictions
-from gateway.tensor import build_rows
+from gateway.tensor import build_rows, pack_row
 from gateway.triton import TritonClient
 from gateway.validation import CacheMode, EntityQuery, PredictRequest
 from gateway.waits import within
@@ -71,8 +68,9 @@ _FlightKey = tuple[str, str, str, float | None]
 _ModelKey = tuple[str, str]
 """(model name, served version)."""
 _LookupPart = tuple[Sequence[str], Sequence[bool]]
-_InferPart = tuple["npt.NDArray[np.floating[Any]]", float | None]
-"""Rows and the caller's deadline (``time.monotonic()``), if it has one."""
+_InferPart = tuple[bytes, int, float | None]
+"""Rows packed as Triton takes them (``gateway.tensor.pack_row``), how many, and the caller's
+deadline (``time.monotonic()``), if it has one."""
 _ScoredRows = tuple[list[list[float]], str]
 
 
@@ -236,12 +234,12 @@ class PredictionService:
     ) -> Prediction:
         """:meth:`_score_misses` for one entity with nothing to flag: real time, written
         back, else the ladder's fallback."""
-        rows = build_rows(spec, [EntityQuery(entity_id, {})], [record.stored])
+        row = pack_row(spec, entity_id, record.stored)
         features_at = record.features_at
         _check_realtime_budget(deadline)
         try:
             [(scores, model_version, led)] = await self._infer_coalesced(
-                spec, version, rows, [(spec.name, version, entity_id, features_at)], deadline
+                spec, version, row, [(spec.name, version, entity_id, features_at)], deadline
             )
         except _LADDER_ERRORS as error:
             request = PredictRequest([EntityQuery(entity_id, {})], mode, batch=False)
@@ -389,7 +387,7 @@ class PredictionService:
                 [items[i] for i in misses],
                 [records[i].stored for i in misses],
                 field_prefix=[f"instances[{i}]." for i in misses] if request.batch else None,
-            )
+            ).tobytes()
         except InvalidRequest as e:
             if degraded:
                 # The value is probably stored; the client is not at fault, the outage is.
@@ -441,11 +439,12 @@ class PredictionService:
         self,
         spec: ModelSpec,
         version: str,
-        rows: npt.NDArray[np.floating[Any]],
+        rows: bytes,
         keys: list[_FlightKey | None],
         deadline: float | None,
     ) -> list[tuple[_Scores, str, bool]]:
-        """(scores, model version, led) per row; a row already in flight awaits that call.
+        """(scores, model version, led) per row of ``rows`` (packed, one per key); a row
+        already in flight awaits that call.
         ``deadline``: the caller's, on ``time.monotonic()``; past it, InferenceTimeout. gRPC's
         own deadline is the first bound; this one also covers a channel that is
         (re)connecting to a Triton that went away, and the wait for a batch's company."""
@@ -464,10 +463,14 @@ class PredictionService:
         out: list[tuple[_Scores, str, bool]] = [((), "", False)] * len(keys)
         timeout_s = None if deadline is None else deadline - time.monotonic()
         if leaders:
-            batch = rows if len(leaders) == len(keys) else rows[leaders]
+            if len(leaders) == len(keys):
+                batch = rows
+            else:
+                size = len(rows) // len(keys)
+                batch = b"".join([rows[p * size : (p + 1) * size] for p in leaders])
             call = self._inferences.post(
                 (spec.name, version),
-                (batch, deadline),
+                (batch, len(leaders), deadline),
                 alone=tracing.in_sampled_trace(),
                 # Waiting for company may take at most half of what the deadline leaves;
                 # the other half is the Triton call's.
@@ -515,7 +518,7 @@ class PredictionService:
         chunks: list[list[_InferPart]] = [[]]
         rows_in_chunk = 0
         for part in parts:
-            n = len(part[0])
+            n = part[1]
             if chunks[-1] and rows_in_chunk + n > spec.max_batch_size:
                 chunks.append([])
                 rows_in_chunk = 0
@@ -529,7 +532,7 @@ class PredictionService:
     async def _infer_chunk(
         self, spec: ModelSpec, version: str, parts: list[_InferPart]
     ) -> list[_ScoredRows]:
-        deadlines = [deadline for _, deadline in parts]
+        deadlines = [deadline for _, _, deadline in parts]
         # The call serves every part, so it may take as long as the most patient one allows;
         # each caller still stops waiting at its own deadline. Taken now, after any wait for
         # company; never under the minimum, so that a late flush (a busy loop) is not sent
@@ -538,14 +541,20 @@ class PredictionService:
         if None not in deadlines:
             latest = max(d for d in deadlines if d is not None)
             timeout_s = max(latest - time.monotonic(), MIN_REALTIME_BUDGET_S)
-        rows = parts[0][0] if len(parts) == 1 else np.concatenate([r for r, _ in parts])
-        result = await self._triton.infer(spec, version, rows, timeout_s=timeout_s)
+        if len(parts) == 1:
+            rows, count, _ = parts[0]
+        else:
+            rows = b"".join([r for r, _, _ in parts])
+            count = sum(n for _, n, _ in parts)
+        result = await self._triton.infer_packed(
+            spec, version, rows, (count, len(spec.features)), timeout_s=timeout_s
+        )
         score_rows = result.scores.tolist()
         out: list[_ScoredRows] = []
         start = 0
-        for part_rows, _ in parts:
-            out.append((score_rows[start : start + len(part_rows)], result.model_version))
-            start += len(part_rows)
+        for _, n, _ in parts:
+            out.append((score_rows[start : start + n], result.model_version))
+            start += n
         return out
 
     async def _write_many(
@@ -651,10 +660,10 @@ class PredictionService:
                 refresh_key(spec.name, version, item.entity_id), _REFRESH_CLAIM_MS
             ):
                 return
-            rows = build_rows(spec, [EntityQuery(item.entity_id, {})], [record.stored])
+            row = pack_row(spec, item.entity_id, record.stored)
             flight_key: _FlightKey = (spec.name, version, item.entity_id, record.features_at)
             [(scores, model_version, _)] = await self._infer_coalesced(
-                spec, version, rows, [flight_key], None
+                spec, version, row, [flight_key], None
             )
             cached = CachedPrediction(scores, model_version, self._clock(), record.features_at)
             await self._store.write_predictions(spec, [(item.entity_id, cached)])

@@ -115,6 +115,28 @@ class TritonClient:
         *,
         timeout_s: float | None = None,
     ) -> InferenceResult:
+        """Scores for ``rows`` ([rows, features], any of the float dtypes)."""
+        return await self.infer_packed(
+            spec,
+            version,
+            rows.tobytes(),
+            rows.shape,
+            datatype=_DATATYPES[rows.dtype],
+            timeout_s=timeout_s,
+        )
+
+    async def infer_packed(
+        self,
+        spec: ModelSpec,
+        version: str,
+        raw: bytes,
+        shape: tuple[int, ...],
+        *,
+        datatype: str | None = None,
+        timeout_s: float | None = None,
+    ) -> InferenceResult:
+        """:meth:`infer` for rows already packed as Triton takes them: little-endian values of
+        ``datatype`` (default: the spec's input datatype), ``shape[0]`` rows."""
         breaker = self.breaker
         if not breaker.allow():
             unavailable = InferenceUnavailable("inference server failing: circuit open")
@@ -133,16 +155,17 @@ class TritonClient:
             model_version=version,
             inputs=[
                 pb.ModelInferRequest.InferInputTensor(
-                    name=spec.input_name, datatype=_DATATYPES[rows.dtype], shape=rows.shape
+                    name=spec.input_name, datatype=datatype or spec.input_dtype, shape=shape
                 )
             ],
             outputs=outputs.requested,
-            raw_input_contents=[rows.tobytes()],
+            raw_input_contents=[raw],
         )
+        n_rows = shape[0]
         # Triton's gRPC frontend ignores the gRPC deadline; this per-request timeout (µs)
         # lets its queue policy drop a request nobody waits for.
         request.parameters["timeout"].int64_param = max(1, int(budget_s * 1_000_000))
-        with triton_call(spec.name, spec.triton_name, version, len(rows)) as call:
+        with triton_call(spec.name, spec.triton_name, version, n_rows) as call:
             # traceparent only when this call's span is sampled (else None).
             headers = call.headers
             try:
@@ -162,7 +185,7 @@ class TritonClient:
                 breaker.release_probe()
                 raise
             try:
-                scores = _scores(response, outputs.names, len(rows))
+                scores = _scores(response, outputs.names, n_rows)
             except ValueError as e:
                 # Triton answered, but not with the outputs the spec declares: not a failure
                 # of the server's health (no breaker count), a model/spec mismatch.

@@ -1,4 +1,5 @@
-"""The rows of one tick batch go to Triton in calls of at most the model's max_batch_size."""
+"""The rows of one tick batch go to Triton in calls of at most the model's max_batch_size; a
+request's rows already in flight are not sent again."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import numpy.typing as npt
 
 from gateway.service import PredictionService
 from gateway.spec import load_specs
@@ -22,20 +22,29 @@ class DoublingTriton:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.first_columns: list[list[float]] = []
 
-    async def infer(
-        self, spec: Any, version: str, rows: npt.NDArray[Any], *, timeout_s: float | None = None
+    async def infer_packed(
+        self,
+        spec: Any,
+        version: str,
+        raw: bytes,
+        shape: tuple[int, ...],
+        *,
+        timeout_s: float | None = None,
     ) -> InferenceResult:
+        rows = np.frombuffer(raw, dtype="<f4").reshape(shape)
         self.calls.append(len(rows))
+        self.first_columns.append(rows[:, 0].tolist())
         return InferenceResult(scores=rows[:, :1] * 2, model_version=version)
 
 
-def parts(sizes: list[int], width: int) -> list[tuple[npt.NDArray[np.float32], float | None]]:
+def parts(sizes: list[int], width: int) -> list[tuple[bytes, int, float | None]]:
     start, out = 0, []
     for n in sizes:
         rows = np.zeros((n, width), dtype=np.float32)
         rows[:, 0] = np.arange(start, start + n)
-        out.append((rows, None))
+        out.append((rows.tobytes(), n, None))
         start += n
     return out
 
@@ -62,3 +71,19 @@ async def test_a_batch_over_max_batch_size_is_split_and_answered_in_order() -> N
     triton.calls.clear()
     assert (await service._infer_many((spec.name, "1"), parts([2], width)))[0][0] == [[0.0], [2.0]]
     assert triton.calls == [2]
+
+
+async def test_only_the_rows_not_in_flight_go_to_triton_and_each_gets_its_own_score() -> None:
+    spec = load_specs(SPEC_PATH)["fraud_scorer"]
+    triton = DoublingTriton()
+    service = PredictionService(
+        {spec.name: spec}, {spec.name: "1"}, cast(RedisStore, None), cast(TritonClient, triton)
+    )
+    rows = np.zeros((4, len(spec.features)), dtype=np.float32)
+    rows[:, 0] = [1, 2, 3, 4]
+    keys: list[Any] = [(spec.name, "1", entity, 0.0) for entity in ["a", "a", "c", "a"]]
+    # Rows 1 and 3 repeat row 0's key: they follow its call, and only rows 0 and 2 are sent.
+    results = await service._infer_coalesced(spec, "1", rows.tobytes(), keys, None)
+    assert triton.first_columns == [[1.0, 3.0]]
+    assert results == [((2.0,), "1", True), ((2.0,), "1", False), ((6.0,), "1", True),
+                       ((2.0,), "1", False)]  # fmt: skip

@@ -14,7 +14,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, cast
 
-import numpy.typing as npt
+import numpy as np
 import pytest
 
 from gateway.cache import CachedPrediction
@@ -55,15 +55,28 @@ class OneRecordStore:
 
 
 class HalvingTriton:
-    async def infer(
-        self, spec: Any, version: str, rows: npt.NDArray[Any], *, timeout_s: float | None = None
+    async def infer_packed(
+        self,
+        spec: Any,
+        version: str,
+        raw: bytes,
+        shape: tuple[int, ...],
+        *,
+        timeout_s: float | None = None,
     ) -> InferenceResult:
+        rows = np.frombuffer(raw, dtype="<f4").reshape(shape)
         return InferenceResult(scores=rows[:, :1] / 2, model_version=version)
 
 
 class FailingTriton:
-    async def infer(
-        self, spec: Any, version: str, rows: npt.NDArray[Any], *, timeout_s: float | None = None
+    async def infer_packed(
+        self,
+        spec: Any,
+        version: str,
+        raw: bytes,
+        shape: tuple[int, ...],
+        *,
+        timeout_s: float | None = None,
     ) -> InferenceResult:
         raise InferenceUnavailable("inference server unavailable")
 

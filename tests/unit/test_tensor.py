@@ -1,8 +1,10 @@
-"""gateway.tensor.build_rows: request value > stored value > declared default."""
+"""gateway.tensor.build_rows: request value > stored value > declared default; pack_row: the same
+row for one entity, as the bytes Triton takes."""
 
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import yaml
 
 from gateway.errors import InvalidRequest
 from gateway.spec import ModelSpec, load_specs, parse_specs
-from gateway.tensor import build_rows
+from gateway.tensor import build_rows, pack_row
 from gateway.validation import EntityQuery
 
 SPEC_PATH = Path(__file__).resolve().parents[2] / "config/models.yaml"
@@ -166,3 +168,48 @@ def test_overrides_win_over_a_full_row(spec: ModelSpec) -> None:
     rows = build_rows(spec, [EntityQuery("a", {HOUR: 7.0})], [full_row(spec)])
     assert rows[0, HOUR] == 7.0
     assert rows[0, AMOUNT] == np.float32(1.25)
+
+
+def spec_of(dtype: str) -> ModelSpec:
+    raw = yaml.safe_load(SPEC_PATH.read_text())
+    raw["models"]["fraud_scorer"]["triton"]["datatype"] = dtype
+    return parse_specs(raw)["fraud_scorer"]
+
+
+EDGES = [b"0", b"-0.0", b"1e-45", b"1e-310", b"6e-8", b"65504", b"65520", b"3.4028235e38",
+         b"1e39", b"1.7976931348623157e308", b"-2.5e-5", b"0.1", b"1e15", b" 7 "]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", ["FP16", "FP32", "FP64"])
+def test_pack_row_is_build_rows_as_bytes(dtype: str) -> None:
+    # The plain miss packs its row without numpy; Triton must get the very bytes build_rows'
+    # array would have given it: same rounding, same overflow to inf, same fallbacks.
+    spec = spec_of(dtype)
+    rng = random.Random(7)
+    rows: list[list[bytes | None]] = [full_row(spec)]
+    rows += [[rng.choice(EDGES) for _ in range(N)] for _ in range(200)]
+    rows += [[b"%r" % rng.uniform(-1e6, 1e6) for _ in range(N)] for _ in range(200)]
+    rows += [[b"%r" % rng.lognormvariate(0, 20) for _ in range(N)] for _ in range(200)]
+    for raw in (b"nan", b"inf", b"garbage", None):  # per-feature path: default for HOUR
+        stored = full_row(spec)
+        stored[HOUR] = raw
+        rows.append(stored)
+    rows.append(stored_row(amount=b"3"))  # only the required feature stored: defaults
+    for stored in rows:
+        with np.errstate(over="ignore"):
+            expected = build_rows(spec, [EntityQuery("a", {})], [stored]).tobytes()
+            assert pack_row(spec, "a", stored) == expected, stored
+
+
+def test_pack_row_is_little_endian_values_of_the_spec_dtype(spec: ModelSpec) -> None:
+    packed = pack_row(spec, "a", full_row(spec))
+    expected = np.arange(1, N + 1, dtype="<f4") + np.float32(0.25)
+    assert packed == expected.tobytes()
+
+
+def test_pack_row_without_a_required_value_is_the_clients_error(spec: ModelSpec) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        pack_row(spec, "card-7", stored_row(hour_of_day=b"1"))
+    assert info.value.field == "features.amount"
+    with pytest.raises(InvalidRequest):
+        pack_row(spec, "card-7", None)
