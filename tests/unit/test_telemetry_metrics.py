@@ -124,6 +124,32 @@ def test_observe_predictions_counts_sources_and_ages_per_item() -> None:
     assert _sample("gateway_prediction_age_seconds_count", model=model, source="miss") == 0
 
 
+def test_repeated_predictions_add_to_the_same_series() -> None:
+    # The series a (model, source) pair feeds are found once and kept: later observations
+    # must still land in them, and a prediction-age series appears with its first observation.
+    model = "unit_repeat_model"
+    fresh = Prediction("e1", (0.1,), "cache", 30.0, 120.0)
+    scored = Prediction("e2", (0.2,), "model", 0.0, 10.0)
+    for _ in range(3):
+        metrics.observe_prediction(model, scored, bypass=False)
+    telemetry_metrics.flush()
+    assert (
+        REGISTRY.get_sample_value(
+            "gateway_prediction_age_seconds_count", {"model": model, "source": "miss"}
+        )
+        is None
+    )
+    metrics.observe_prediction(model, fresh, bypass=False)
+    metrics.observe_prediction(model, fresh, bypass=False)
+    metrics.observe_prediction(model, Prediction("e1", (0.1,), "cache", 0.0, None), bypass=False)
+    assert _sample("gateway_predictions_total", model=model, source="miss") == 3
+    assert _sample("gateway_predictions_total", model=model, source="hit") == 3
+    assert _sample("gateway_feature_age_seconds_count", model=model) == 5
+    assert _sample("gateway_feature_age_seconds_sum", model=model) == 270.0
+    assert _sample("gateway_prediction_age_seconds_count", model=model, source="hit") == 2
+    assert _sample("gateway_prediction_age_seconds_sum", model=model, source="hit") == 60.0
+
+
 def test_cache_bypass_mode_labels_every_computed_prediction_bypass() -> None:
     model = "unit_bypass_model"
     request = PredictRequest([EntityQuery("e1", {})], cache_mode="bypass", batch=False)
