@@ -248,10 +248,19 @@ for _transport in TRANSPORTS:
     _buffered(SHED, _transport)
 
 
+_request_series: dict[tuple[str, str, str, str], _BufferedHistogram] = {}
+"""Every request's duration buffer by its labels: one lookup per request (the general
+``_buffered`` costs a call and a key built around the metric, ~0.4 µs more)."""
+
+
 def observe_request(
     transport: str, route: str, model: str, outcome: str, seconds: float, error_type: str | None
 ) -> None:
-    _buffered(REQUEST_DURATION, transport, route, model, outcome).observe(seconds)
+    labels = (transport, route, model, outcome)
+    duration = _request_series.get(labels)
+    if duration is None:
+        duration = _request_series[labels] = _buffered(REQUEST_DURATION, *labels)
+    duration.observe(seconds)
     if error_type is not None:
         _buffered(ERRORS, transport, error_type).inc()
     if outcome == "shed":
