@@ -3,12 +3,15 @@ request's rows already in flight are not sent again."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 
+from gateway.errors import InferenceTimeout
 from gateway.service import PredictionService
 from gateway.spec import load_specs
 from gateway.store import RedisStore
@@ -87,3 +90,53 @@ async def test_only_the_rows_not_in_flight_go_to_triton_and_each_gets_its_own_sc
     assert triton.first_columns == [[1.0, 3.0]]
     assert results == [((2.0,), "1", True), ((2.0,), "1", False), ((6.0,), "1", True),
                        ((2.0,), "1", False)]  # fmt: skip
+
+
+class SilentTriton:
+    """Never answers (a Triton that hangs): only the callers' deadlines end their waits."""
+
+    async def infer_packed(self, *args: Any, **kwargs: Any) -> InferenceResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_one_row_in_flight_is_followed_not_sent_again() -> None:
+    spec = load_specs(SPEC_PATH)["fraud_scorer"]
+    triton = DoublingTriton()
+    service = PredictionService(
+        {spec.name: spec}, {spec.name: "1"}, cast(RedisStore, None), cast(TritonClient, triton)
+    )
+    row = np.full((1, len(spec.features)), 5.0, dtype=np.float32).tobytes()
+    key: Any = (spec.name, "1", "a", 0.0)
+    lead, follow = await asyncio.gather(
+        service._infer_one(spec, "1", row, key, None),
+        service._infer_one(spec, "1", row, key, None),
+    )
+    assert triton.first_columns == [[5.0]]
+    assert lead == ((10.0,), "1", True)
+    assert follow == ((10.0,), "1", False)
+    assert len(service._flight) == 0
+
+
+async def test_a_leader_and_its_follower_each_stop_at_their_deadline() -> None:
+    spec = load_specs(SPEC_PATH)["fraud_scorer"]
+    service = PredictionService(
+        {spec.name: spec},
+        {spec.name: "1"},
+        cast(RedisStore, None),
+        cast(TritonClient, SilentTriton()),
+    )
+    row = np.zeros((1, len(spec.features)), dtype=np.float32).tobytes()
+    key: Any = (spec.name, "1", "a", 0.0)
+    now = time.monotonic()
+    outcomes = await asyncio.gather(
+        service._infer_one(spec, "1", row, key, now + 0.05),
+        service._infer_one(spec, "1", row, key, now + 0.1),
+        return_exceptions=True,
+    )
+    assert [type(o) for o in outcomes] == [InferenceTimeout, InferenceTimeout]
+    assert time.monotonic() - now < 1.0
+    calls = list(service._inferences._calls)  # the call Triton never answers
+    for call in calls:
+        call.cancel()
+    await asyncio.gather(*calls, return_exceptions=True)
