@@ -19,14 +19,20 @@ measured in docs/measurements.md). A part never waits past its own ``wait_s`` (t
 half of what the caller's deadline leaves): it pulls the batch's flush forward.
 
 The combined call runs as its own task, so a caller that gives up (deadline, disconnect)
-cancels only its own wait, never the call the others share. Its spans would land in the first
-submitter's trace only, so a sampled request (tracing on) is not batched: it gets calls of its
-own and a complete trace, including the ``traceparent`` sent to Triton (service.py).
+cancels only its own wait, never the call the others share. A part that others depend on
+(the rows a request leads for identical misses) is posted with a ``settled`` hook: it still
+goes into the call after its caller gave up, and the hook hands them the outcome. Its caller
+then owns its future and may cancel it, which costs less than a wait that must not touch it.
+
+A combined call's spans would land in the first submitter's trace only, so a sampled request
+(tracing on) is not batched: it gets calls of its own and a complete trace, including the
+``traceparent`` sent to Triton (service.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -36,8 +42,12 @@ K = TypeVar("K", bound=Hashable)
 P = TypeVar("P")
 R = TypeVar("R")
 
+log = logging.getLogger(__name__)
+
 Run = Callable[[K, list[P]], Coroutine[Any, Any, list[R]]]
 """Runs the parts gathered for one key; returns one result per part, in order."""
+Settled = Callable[[R | BaseException], None]
+"""Told a part's outcome (its result, or the call's error) whatever became of its future."""
 
 _GAP_WEIGHT = 0.05
 """Weight of the newest gap in a key's mean gap: about the last forty parts count, so that
@@ -51,7 +61,7 @@ class _Batch(Generic[P, R]):
     __slots__ = ("flush_at", "handle", "parts")
 
     def __init__(self, flush_at: float, handle: asyncio.TimerHandle | asyncio.Handle) -> None:
-        self.parts: list[tuple[P, asyncio.Future[R]]] = []
+        self.parts: list[tuple[P, asyncio.Future[R], Settled[R] | None]] = []
         self.flush_at = flush_at
         self.handle = handle
 
@@ -97,19 +107,35 @@ class TickBatcher(Generic[K, P, R]):
         return await self.post(key, part, alone=alone)
 
     def post(
-        self, key: K, part: P, *, alone: bool = False, wait_s: float | None = None
+        self,
+        key: K,
+        part: P,
+        *,
+        alone: bool = False,
+        wait_s: float | None = None,
+        settled: Settled[R] | None = None,
     ) -> asyncio.Future[R]:
         """The part's result, as a future: callers that must not cancel it (it may be shared
-        further) wait with ``gateway.waits.within(..., shared=True)``, fire-and-forget callers
-        add a done callback. No task is created:
+        further) wait with ``gateway.waits.within(..., shared=True)`` or pass ``settled``,
+        fire-and-forget callers add a done callback. No task is created:
         at tens of thousands of requests a second, a task per request is a visible cost.
 
         ``alone``: this part gets a call of its own, made at once in the caller's context
         (a sampled request, so that its trace holds its own Redis and Triton spans).
-        ``wait_s``: the longest this part may wait for company (None: the window decides)."""
+        ``wait_s``: the longest this part may wait for company (None: the window decides).
+        ``settled``: others depend on this part's outcome. It is called with it when the
+        call ends, even if the future was cancelled by then: the caller owns the future and
+        may cancel it (a deadline), and the part still goes into the call."""
         loop = asyncio.get_running_loop()
         if alone or not self._enabled:
-            return loop.create_task(self._run_one(key, part))
+            if settled is None:
+                return loop.create_task(self._run_one(key, part))
+            # The caller's cancellation must not reach a call that others depend on.
+            own: asyncio.Future[R] = loop.create_future()
+            call = loop.create_task(self._run(key, [part]))
+            self._calls.add(call)
+            call.add_done_callback(lambda done: self._settle(done, [(own, settled)]))
+            return own
         future: asyncio.Future[R] = loop.create_future()
         batch = self._pending.get(key)
         window = self._window_s
@@ -135,7 +161,7 @@ class TickBatcher(Generic[K, P, R]):
                 batch.handle = loop.call_at(batch.flush_at, self._flush, key)
         elif batch is None:
             batch = self._pending[key] = _Batch(0.0, loop.call_soon(self._flush, key))
-        batch.parts.append((part, future))
+        batch.parts.append((part, future, settled))
         return future
 
     async def _run_one(self, key: K, part: P) -> R:
@@ -146,27 +172,42 @@ class TickBatcher(Generic[K, P, R]):
         if batch is None:
             return
         batch.handle.cancel()  # when flushed early (drain), its timer must not fire later
-        # Parts whose caller already gave up are dropped before the call is made.
-        pending = [(part, f) for part, f in batch.parts if not f.done()]
+        # Parts whose caller already gave up are dropped before the call is made, unless
+        # others depend on their outcome.
+        pending = [
+            (part, future, settled)
+            for part, future, settled in batch.parts
+            if settled is not None or not future.done()
+        ]
         if not pending:
             return
-        call = asyncio.get_running_loop().create_task(self._run(key, [p for p, _ in pending]))
+        call = asyncio.get_running_loop().create_task(self._run(key, [p for p, _, _ in pending]))
         self._calls.add(call)
-        call.add_done_callback(lambda done: self._settle(done, [f for _, f in pending]))
+        call.add_done_callback(
+            lambda done: self._settle(done, [(f, settled) for _, f, settled in pending])
+        )
 
-    def _settle(self, call: asyncio.Task[list[R]], futures: list[asyncio.Future[R]]) -> None:
+    def _settle(
+        self,
+        call: asyncio.Task[list[R]],
+        parts: list[tuple[asyncio.Future[R], Settled[R] | None]],
+    ) -> None:
         self._calls.discard(call)
         error: BaseException | None = self._cancelled() if call.cancelled() else call.exception()
         if error is None:
             results = call.result()
-            if len(results) != len(futures):
-                error = RuntimeError(f"{len(results)} results for {len(futures)} parts")
+            if len(results) != len(parts):
+                error = RuntimeError(f"{len(results)} results for {len(parts)} parts")
             else:
-                for future, result in zip(futures, results, strict=True):
+                for (future, settled), result in zip(parts, results, strict=True):
+                    if settled is not None:
+                        _tell(settled, result)
                     if not future.done():
                         future.set_result(result)
                 return
-        for future in futures:
+        for future, settled in parts:
+            if settled is not None:
+                _tell(settled, error)
             if not future.done():
                 future.set_exception(error)
                 future.add_done_callback(consume_outcome)
@@ -181,3 +222,11 @@ class TickBatcher(Generic[K, P, R]):
 
     def __len__(self) -> int:
         return len(self._calls)
+
+
+def _tell(settled: Settled[R], outcome: R | BaseException) -> None:
+    """One hook's failure must not keep the call's other parts from their outcomes."""
+    try:
+        settled(outcome)
+    except Exception:
+        log.exception("a batch part's settled hook failed")

@@ -469,9 +469,8 @@ class PredictionService:
                 size = len(rows) // len(keys)
                 batch = b"".join([rows[p * size : (p + 1) * size] for p in leaders])
             call = self._lead(spec, version, batch, led_keys, deadline, timeout_s)
-            # Shared: the followers of these rows depend on the call.
             try:
-                score_rows, model_version = await within(call, timeout_s, shared=True)
+                score_rows, model_version = await within(call, timeout_s, shared=False)
             except TimeoutError:
                 raise InferenceTimeout("inference deadline exceeded") from None
             for n, position in enumerate(leaders):
@@ -503,7 +502,7 @@ class PredictionService:
                 return scores, model_version, False
             self._flight.lead(key)
             call = self._lead(spec, version, row, [key], deadline, timeout_s)
-            score_rows, model_version = await within(call, timeout_s, shared=True)
+            score_rows, model_version = await within(call, timeout_s, shared=False)
         except TimeoutError:
             raise InferenceTimeout("inference deadline exceeded") from None
         return tuple(score_rows[0]), model_version, True
@@ -517,18 +516,18 @@ class PredictionService:
         deadline: float | None,
         timeout_s: float | None,
     ) -> asyncio.Future[_ScoredRows]:
-        """Rows that lead their keys join this iteration's Triton call; whoever follows one of
-        the keys gets the call's outcome."""
-        call = self._inferences.post(
+        """Rows that lead their keys join this iteration's Triton call, as a future the caller
+        owns (it may cancel it: its deadline, its client gone); whoever follows one of the
+        keys gets the call's outcome all the same."""
+        return self._inferences.post(
             (spec.name, version),
             (rows, len(keys), deadline),
             alone=tracing.in_sampled_trace(),
             # Waiting for company may take at most half of what the deadline leaves; the
             # other half is the Triton call's.
             wait_s=None if timeout_s is None else timeout_s / 2,
+            settled=lambda outcome: self._settle(outcome, keys),
         )
-        call.add_done_callback(lambda done: self._settle(done, keys))
-        return call
 
     async def _lookup_many(
         self, key: _ModelKey, parts: list[_LookupPart]
@@ -610,21 +609,15 @@ class PredictionService:
             log.exception("prediction write-back failed", extra={"model": model})
         return [None] * len(parts)
 
-    def _settle(
-        self, call: asyncio.Future[tuple[list[list[float]], str]], keys: list[_FlightKey | None]
-    ) -> None:
-        """Hand the leader's outcome to every request waiting on one of its keys."""
-        error = (
-            InferenceUnavailable("inference call cancelled")
-            if call.cancelled()
-            else call.exception()
-        )
-        if error is not None:
+    def _settle(self, outcome: _ScoredRows | BaseException, keys: list[_FlightKey | None]) -> None:
+        """Hand the call's outcome for a leader's rows to every request following one of its
+        keys (the batcher calls this even when the leader has stopped waiting)."""
+        if isinstance(outcome, BaseException):
             for key in keys:
                 if key is not None:
-                    self._flight.fail(key, error)
+                    self._flight.fail(key, outcome)
             return
-        score_rows, model_version = call.result()
+        score_rows, model_version = outcome
         for n, key in enumerate(keys):
             if key is not None:
                 self._flight.resolve(key, (tuple(score_rows[n]), model_version))

@@ -1,18 +1,19 @@
 """Waiting for a future under a deadline, for less than ``asyncio.timeout`` costs.
 
-A predict request waits under its own deadline for futures it may share with others: its part
-of a tick batch's Redis lookup, a Triton call whose rows other requests follow. An
-``asyncio.timeout`` scope (a timer, then a task cancellation to make and to undo) around an
-``asyncio.shield`` (a second future and two callbacks) costs ~18 µs per wait on uvloop; a
-shared wait here costs ~7 µs: one timer and one done-callback (docs/measurements.md).
+A predict request waits under its own deadline for futures it may share with others: an
+identical miss's outcome that another request leads. An ``asyncio.timeout`` scope (a timer,
+then a task cancellation to make and to undo) around an ``asyncio.shield`` (a second future
+and two callbacks) costs ~18 µs per wait on uvloop; a shared wait here costs ~7 µs: one timer
+and one done-callback (docs/measurements.md).
 
-A future the caller owns (its lookup part) needs neither: the caller awaits it directly, and
-its deadline goes into a per-loop table of millisecond ticks, each with one timer that cancels
-whatever of that tick is still pending. At thousands of requests a second most waits share a
-tick with others, so a wait costs a set insertion and removal instead of a timer, a waiter
-future and a done-callback (and the extra loop callback that handed the outcome over). A tick
-nobody waits in any more has its timer cancelled (the newest one once a newer tick is made),
-so an idle loop is not woken a deadline later for nobody.
+A future the caller owns (its part of a tick batch's Redis lookup, its part of a Triton call,
+whose followers the batcher tells even if it is cancelled) needs neither: the caller awaits it
+directly, and its deadline goes into a per-loop table of millisecond ticks, each with one
+timer that cancels whatever of that tick is still pending. At thousands of requests a second
+most waits share a tick with others, so a wait costs a set insertion and removal instead of a
+timer, a waiter future and a done-callback (and the extra loop callback that handed the
+outcome over). A tick nobody waits in any more has its timer cancelled (the newest one once a
+newer tick is made), so an idle loop is not woken a deadline later for nobody.
 """
 
 from __future__ import annotations

@@ -140,3 +140,31 @@ async def test_a_leader_and_its_follower_each_stop_at_their_deadline() -> None:
     for call in calls:
         call.cancel()
     await asyncio.gather(*calls, return_exceptions=True)
+
+
+class SlowDoublingTriton(DoublingTriton):
+    async def infer_packed(self, *args: Any, **kwargs: Any) -> InferenceResult:
+        await asyncio.sleep(0.1)
+        return await super().infer_packed(*args, **kwargs)
+
+
+async def test_a_follower_gets_the_score_after_its_leader_gave_up() -> None:
+    # The leader owns its part of the Triton call and stops waiting at its deadline; the
+    # call goes on, and the request that follows its row still gets the score.
+    spec = load_specs(SPEC_PATH)["fraud_scorer"]
+    triton = SlowDoublingTriton()
+    service = PredictionService(
+        {spec.name: spec}, {spec.name: "1"}, cast(RedisStore, None), cast(TritonClient, triton)
+    )
+    row = np.full((1, len(spec.features)), 4.0, dtype=np.float32).tobytes()
+    key: Any = (spec.name, "1", "a", 0.0)
+    now = time.monotonic()
+    leader, follower = await asyncio.gather(
+        service._infer_one(spec, "1", row, key, now + 0.03),
+        service._infer_one(spec, "1", row, key, now + 2.0),
+        return_exceptions=True,
+    )
+    assert isinstance(leader, InferenceTimeout)
+    assert follower == ((8.0,), "1", False)
+    assert triton.calls == [1]
+    assert len(service._flight) == 0

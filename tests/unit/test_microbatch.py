@@ -130,6 +130,81 @@ async def test_a_part_posted_alone_gets_its_own_call() -> None:
     assert sorted(recorder.calls) == [("a", [1, 3]), ("a", [2])]
 
 
+class Outcomes:
+    """A ``settled`` hook: what each part's dependants were told."""
+
+    def __init__(self) -> None:
+        self.told: list[int | BaseException] = []
+
+    def __call__(self, outcome: int | BaseException) -> None:
+        self.told.append(outcome)
+
+
+async def test_a_part_others_depend_on_goes_into_the_call_after_its_caller_gave_up() -> None:
+    recorder = Recorder()
+    b = batcher(recorder)
+    told = Outcomes()
+    gone = b.post("a", 1, settled=told)
+    kept = b.post("a", 2)
+    gone.cancel()  # the caller's deadline passed before the flush
+    assert await kept == 20
+    assert recorder.calls == [("a", [1, 2])]
+    assert told.told == [10]
+    assert gone.cancelled()
+
+
+async def test_dependants_are_told_a_failed_or_cancelled_call() -> None:
+    recorder = Recorder(fail=ConnectionError("down"))
+    b = batcher(recorder)
+    told = Outcomes()
+    with pytest.raises(ConnectionError):
+        await b.post("a", 1, settled=told)
+    assert [type(t) for t in told.told] == [ConnectionError]
+    # A call cancelled before it ever ran (shutdown) still tells them: the caller's error.
+    told = Outcomes()
+    part = b.post("a", 2, settled=told)
+    await asyncio.sleep(0)  # flushed: the call task exists and has not run yet
+    for call in list(b._calls):
+        call.cancel()
+    with pytest.raises(LookupError, match="shared call cancelled"):
+        await part
+    assert [str(t) for t in told.told] == ["shared call cancelled"]
+
+
+async def test_a_hook_that_raises_keeps_no_other_part_from_its_outcome(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(outcome: int | BaseException) -> None:
+        raise KeyError("bookkeeping bug")
+
+    recorder = Recorder()
+    b = batcher(recorder)
+    told = Outcomes()
+    first = b.post("a", 1, settled=broken)
+    second = b.post("a", 2, settled=told)
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=2) == [10, 20]
+    assert told.told == [20]
+    assert "settled hook failed" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["alone", "disabled"])
+async def test_a_call_of_its_own_outlives_its_callers_cancellation_when_others_depend(
+    how: str,
+) -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold)
+    b = TickBatcher(recorder.run, cancelled=lambda: LookupError(), enabled=how != "disabled")
+    told = Outcomes()
+    part = b.post("a", 7, alone=how == "alone", settled=told)
+    await asyncio.sleep(0.01)  # the call has started and waits on `hold`
+    part.cancel()
+    await asyncio.sleep(0)
+    hold.set()
+    await b.drain(timeout_s=2)
+    assert told.told == [70]
+    assert recorder.calls == [("a", [7])]
+
+
 def windowed(recorder: Recorder, window_s: float) -> TickBatcher[str, int, int]:
     return TickBatcher(
         recorder.run, cancelled=lambda: LookupError("shared call cancelled"), window_s=window_s
