@@ -24,8 +24,9 @@ logger = logging.getLogger("triton_launcher")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m triton_launcher",
-        description="Run NVIDIA Triton from the nvidia-pytriton wheel on CPU, serving a "
-        "production model repository (onnxruntime models via the python-backend adapter).",
+        description="Run NVIDIA Triton from the nvidia-pytriton wheel, serving a production "
+        "model repository (onnxruntime models via the python-backend adapter), on CPU or with "
+        "--gpu on the GPU.",
     )
     parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
     parser.add_argument("--http-port", type=int, default=8000, help="0 picks a free port")
@@ -37,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--cache-size-bytes", type=int, default=0, help="response cache size; 0 turns it off"
+    )
+    parser.add_argument(
+        "--gpu",
+        action="store_true",
+        help="keep the models' KIND_GPU instances and run them on the GPU (default: CPU)",
     )
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--startup-timeout-s", type=float, default=120.0)
@@ -56,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_size_bytes=args.cache_size_bytes,
         log_verbose=args.log_verbose,
         startup_timeout_s=args.startup_timeout_s,
+        gpu=args.gpu,
     )
     stopping = threading.Event()
 

@@ -64,6 +64,7 @@ class TritonServer:
         log_verbose: int = 0,
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 30.0,
+        gpu: bool = False,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         distribution: TritonDistribution | None = None,
@@ -77,6 +78,8 @@ class TritonServer:
         self.log_verbose = log_verbose
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
+        # Keep the models' KIND_GPU instances (a machine with a GPU); otherwise they run on CPU.
+        self.gpu = gpu
         self.extra_env = dict(env or {})
         self.extra_args = list(extra_args)
         self._distribution = distribution
@@ -164,7 +167,7 @@ class TritonServer:
                 distribution.python_stub(), backends / "python" / "triton_python_backend_stub"
             )
             self._repository = adapt_repository(
-                self.model_repository, work_dir / "model_repository"
+                self.model_repository, work_dir / "model_repository", gpu=self.gpu
             )
         except BaseException:
             if self._given_work_dir is None:
@@ -187,7 +190,8 @@ class TritonServer:
             f"--metrics-address={self.host}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
-            # No GPU here: GPU metrics would only add DCGM errors to the log.
+            # GPU metrics come from DCGM, which the wheel's build cannot reach in a sandbox
+            # or on a CPU machine: they would only add errors to the log.
             "--allow-gpu-metrics=false",
             "--strict-readiness=true",
             # Keep serving when a model fails to load, so start() can ask Triton *why*

@@ -30,6 +30,8 @@ CONFIG_FILENAME: Final = "config.pbtxt"
 ADAPTER_SOURCE: Final = Path(__file__).parent / "adapters" / "onnx_model.py"
 # The python backend loads `<version>/model.py` unless default_model_filename says otherwise.
 ADAPTER_FILENAME: Final = "model.py"
+GRAPH_SOURCE: Final = Path(__file__).parent / "adapters" / "onnx_graph.py"
+"""Installed beside the adapter: runs the graph with torch on a KIND_GPU instance."""
 # Parameter through which the adapter learns which ONNX file to load (the onnxruntime backend's
 # `default_model_filename` now names the python file, so it cannot carry it any more).
 ONNX_FILENAME_PARAMETER: Final = "onnx_model_filename"
@@ -87,8 +89,9 @@ def needs_onnx_adapter(config: mc.ModelConfig) -> bool:
     return bool(config.backend == _ONNX_BACKEND or config.platform == _ONNX_PLATFORM)
 
 
-def adapt_config(config: mc.ModelConfig) -> tuple[mc.ModelConfig, list[str]]:
-    """Rewrite an onnxruntime model config to the python-backend ONNX adapter, on CPU.
+def adapt_config(config: mc.ModelConfig, *, gpu: bool = False) -> tuple[mc.ModelConfig, list[str]]:
+    """Rewrite an onnxruntime model config to the python-backend ONNX adapter, on CPU
+    (``gpu``: KIND_GPU instance groups stay, and the adapter runs on their GPUs).
 
     Returns the new config (the argument is not modified) and notes on what was dropped or
     changed, for the log. Everything the model's clients or the scheduler can observe is kept:
@@ -108,7 +111,11 @@ def adapt_config(config: mc.ModelConfig) -> tuple[mc.ModelConfig, list[str]]:
         adapted.parameters[ONNX_FILENAME_PARAMETER].string_value = onnx_filename
         notes.append(f"served by the python-backend ONNX adapter (was {runtime_of(config)})")
 
-    _to_cpu_instances(adapted, notes)
+    if not gpu:
+        _to_cpu_instances(adapted, notes)
+    elif any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in adapted.instance_group):
+        notes.append("KIND_GPU instances kept: the adapter runs on their GPUs")
+    # TensorRT and CUDA graphs belong to the native backend, on a GPU as well.
     _drop_gpu_optimizations(adapted, notes)
     return adapted, notes
 
@@ -143,8 +150,9 @@ def _drop_gpu_optimizations(config: mc.ModelConfig, notes: list[str]) -> None:
         config.ClearField("optimization")
 
 
-def adapt_repository(source: Path, destination: Path) -> AdaptedRepository:
-    """Build the local repository for `source` under `destination` (created, must not exist).
+def adapt_repository(source: Path, destination: Path, *, gpu: bool = False) -> AdaptedRepository:
+    """Build the local repository for `source` under `destination` (created, must not exist);
+    ``gpu`` keeps the models' KIND_GPU instances (see :func:`adapt_config`).
 
     Python-backend (and ensemble) models are copied as they are; onnxruntime models get the
     adapted config, their version directories' files linked, and the adapter as `model.py`.
@@ -158,13 +166,13 @@ def adapt_repository(source: Path, destination: Path) -> AdaptedRepository:
     for model_dir in sorted(p for p in source.iterdir() if p.is_dir()):
         if model_dir.name.startswith("."):
             continue
-        models.append(_adapt_model_dir(model_dir, destination / model_dir.name))
+        models.append(_adapt_model_dir(model_dir, destination / model_dir.name, gpu=gpu))
     if not models:
         raise RepositoryError(f"model repository {source} contains no model directories")
     return AdaptedRepository(path=destination, models=tuple(models))
 
 
-def _adapt_model_dir(model_dir: Path, target: Path) -> ModelAdaptation:
+def _adapt_model_dir(model_dir: Path, target: Path, *, gpu: bool) -> ModelAdaptation:
     config_path = model_dir / CONFIG_FILENAME
     if not config_path.is_file():
         raise RepositoryError(
@@ -187,7 +195,7 @@ def _adapt_model_dir(model_dir: Path, target: Path) -> ModelAdaptation:
             f"adapts only {_ONNX_BACKEND!r} / {_ONNX_PLATFORM!r} models to it"
         )
 
-    adapted, notes = adapt_config(config)
+    adapted, notes = adapt_config(config, gpu=gpu)
     onnx_filename = adapted.parameters[ONNX_FILENAME_PARAMETER].string_value
     target.mkdir()
     versions = 0
@@ -202,6 +210,7 @@ def _adapt_model_dir(model_dir: Path, target: Path) -> ModelAdaptation:
                 )
             _link_tree(entry, target / entry.name)
             shutil.copyfile(ADAPTER_SOURCE, target / entry.name / ADAPTER_FILENAME)
+            shutil.copyfile(GRAPH_SOURCE, target / entry.name / GRAPH_SOURCE.name)
             versions += 1
         else:
             # Label files and the like live next to config.pbtxt.
@@ -219,7 +228,7 @@ def _adapt_model_dir(model_dir: Path, target: Path) -> ModelAdaptation:
 def _link_tree(source_dir: Path, target_dir: Path) -> None:
     target_dir.mkdir()
     for entry in source_dir.iterdir():
-        if entry.name == ADAPTER_FILENAME:
+        if entry.name in (ADAPTER_FILENAME, GRAPH_SOURCE.name):
             continue  # replaced by the adapter
         _link(entry, target_dir / entry.name)
 

@@ -195,6 +195,26 @@ def test_model_that_fails_to_load_reports_tritons_reason(tmp_path: Path) -> None
     assert "broken" in str(failure.value)
 
 
+def _has_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists()
+
+
+@pytest.mark.skipif(_has_gpu(), reason="this machine has a GPU: the model would load")
+def test_gpu_instances_without_a_gpu_fail_the_load_instead_of_running_on_cpu(
+    tiny_repository: Path,
+) -> None:
+    server = TritonServer(tiny_repository, startup_timeout_s=60, gpu=True)
+    try:
+        with pytest.raises(ModelLoadError) as failure:
+            server.start()
+    finally:
+        server.stop()
+
+    # Triton's own reason: "... kind KIND_GPU but no GPUs are available", or with `gpus: [0]`
+    # as here, "... specifies invalid or unsupported gpu id 0".
+    assert "unsupported gpu id 0" in failure.value.reasons[MODEL]
+
+
 def test_missing_binary_names_the_path_and_the_wheel(tmp_path: Path, tiny_repository: Path) -> None:
     missing = TritonDistribution.from_root(tmp_path / "nowhere" / "tritonserver")
     server = TritonServer(tiny_repository, distribution=missing)

@@ -10,6 +10,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from triton_launcher.errors import RepositoryError
 from triton_launcher.repository import (
     ADAPTER_SOURCE,
+    GRAPH_SOURCE,
     ONNX_FILENAME_PARAMETER,
     adapt_config,
     adapt_repository,
@@ -98,6 +99,22 @@ def test_adapt_config_moves_gpu_instances_to_cpu_keeping_counts(
     assert any("KIND_GPU -> KIND_CPU" in note for note in notes)
 
 
+def test_adapt_config_for_a_gpu_keeps_the_gpu_instances_and_drops_tensorrt(
+    production_config: mc.ModelConfig,
+) -> None:
+    adapted, notes = adapt_config(production_config, gpu=True)
+
+    groups = [(g.name, g.count, g.kind, list(g.gpus)) for g in adapted.instance_group]
+    assert groups == [
+        ("gpu_group", 2, mc.ModelInstanceGroup.KIND_GPU, [0, 1]),
+        ("cpu_group", 1, mc.ModelInstanceGroup.KIND_CPU, []),
+    ]
+    assert (adapted.backend, adapted.platform) == ("python", "")
+    assert not adapted.optimization.execution_accelerators.gpu_execution_accelerator
+    assert any("KIND_GPU instances kept" in note for note in notes)
+    assert not any("KIND_GPU -> KIND_CPU" in note for note in notes)
+
+
 def test_adapt_config_drops_gpu_accelerators_and_says_so(
     production_config: mc.ModelConfig,
 ) -> None:
@@ -176,6 +193,8 @@ def test_adapt_repository_links_onnx_and_installs_adapter(tmp_path: Path) -> Non
     version_dir = tmp_path / "local" / "scorer" / "1"
     assert (version_dir / "model.onnx").read_bytes() == b"onnx-bytes"
     assert (version_dir / "model.py").read_text() == ADAPTER_SOURCE.read_text()
+    # The GPU path's executor goes beside it, whatever the instances' kind.
+    assert (version_dir / GRAPH_SOURCE.name).read_text() == GRAPH_SOURCE.read_text()
     written = parse_config((tmp_path / "local" / "scorer" / "config.pbtxt").read_text())
     assert written == adapt_config(parse_config(PRODUCTION_ONNX_CONFIG))[0]
     assert result.adapted_models == ["scorer"]

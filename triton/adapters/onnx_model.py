@@ -1,8 +1,13 @@
-"""Python-backend model that serves `model.onnx` with onnxruntime on CPU.
+"""Python-backend model that serves `model.onnx` with onnxruntime on CPU, or on the
+instance's GPU for a KIND_GPU instance (``python -m triton_launcher --gpu``).
 
 Installed by the launcher as `<model>/<version>/model.py` for models whose production config
 uses the native onnxruntime backend (which the nvidia-pytriton wheel does not ship). Tensor
 names and dtypes come from the model config, so the model looks the same to clients.
+
+On a GPU it takes onnxruntime's CUDA provider where the installed onnxruntime has one, else
+runs the graph with torch on that device (`onnx_graph.py`, installed beside this file); with
+neither, the load fails and says why, rather than quietly computing on the CPU.
 
 `execute` concatenates the rows of all requests of a dynamic batch, runs the session once and
 splits the outputs back: that single run is what makes dynamic batching pay off.
@@ -10,7 +15,9 @@ splits the outputs back: that single run is what makes dynamic batching pay off.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -25,6 +32,7 @@ Array: TypeAlias = np.ndarray[Any, Any]
 _INTRA_OP_PARAMETER = "intra_op_thread_count"
 _INTER_OP_PARAMETER = "inter_op_thread_count"
 _ONNX_FILENAME_PARAMETER = "onnx_model_filename"
+_GRAPH_MODULE = "onnx_graph.py"
 
 
 def _parameter(config: dict[str, Any], key: str, default: str) -> str:
@@ -55,18 +63,52 @@ class TritonPythonModel:
         # and oversubscribing the cores only adds latency.
         options.intra_op_num_threads = int(_parameter(config, _INTRA_OP_PARAMETER, "1"))
         options.inter_op_num_threads = int(_parameter(config, _INTER_OP_PARAMETER, "1"))
+        on_gpu = args.get("model_instance_kind", "CPU") == "GPU"
+        device_id = int(args.get("model_instance_device_id", "0") or 0)
+        engine = "onnxruntime"
         try:
-            self.session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            if not on_gpu:
+                self.session: Any = ort.InferenceSession(
+                    str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+                self.runs_on = "onnxruntime CPU"
+            elif "CUDAExecutionProvider" in ort.get_available_providers():
+                # No CPU fallback: a node the CUDA provider cannot run must not move quietly.
+                options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+                self.session = ort.InferenceSession(
+                    str(model_path),
+                    sess_options=options,
+                    providers=[("CUDAExecutionProvider", {"device_id": device_id})],
+                )
+                self.runs_on = f"onnxruntime CUDA (device {device_id})"
+            else:
+                engine = "the torch graph executor"
+                graph = _load_graph_module(Path(__file__).with_name(_GRAPH_MODULE))
+                try:
+                    backend = graph.torch_backend(device_id)
+                except (ImportError, RuntimeError) as e:
+                    raise RuntimeError(
+                        "KIND_GPU instance, but onnxruntime has no CUDA provider "
+                        f"({ort.get_available_providers()}) and torch cannot use GPU "
+                        f"{device_id}: {e}"
+                    ) from e
+                self.session = graph.GraphSession(model_path, backend)
+                self.runs_on = backend.name
         except Exception as e:  # ORT raises several unrelated types for unreadable models
-            raise pb_utils.TritonModelException(f"onnxruntime cannot load {model_path}: {e}") from e
+            raise pb_utils.TritonModelException(f"{engine} cannot load {model_path}: {e}") from e
+        logger = getattr(pb_utils, "Logger", None)  # set by the stub, absent in some builds
+        if logger is not None:
+            logger.log_info(f"{self.model_name}: {model_path.name} runs on {self.runs_on}")
         self._check_signature()
 
     def _check_signature(self) -> None:
         """Fail the load (with a reason Triton reports) if config and ONNX graph disagree."""
-        graph_inputs = {i.name for i in self.session.get_inputs()}
-        graph_outputs = {o.name for o in self.session.get_outputs()}
+        if hasattr(self.session, "get_inputs"):
+            graph_inputs = {i.name for i in self.session.get_inputs()}
+            graph_outputs = {o.name for o in self.session.get_outputs()}
+        else:
+            graph_inputs = set(self.session.input_names)
+            graph_outputs = set(self.session.output_names)
         missing_inputs = [n for n, _ in self.inputs if n not in graph_inputs]
         missing_outputs = [n for n, _ in self.outputs if n not in graph_outputs]
         if missing_inputs or missing_outputs:
@@ -132,7 +174,7 @@ class TritonPythonModel:
         try:
             return self._response(self.session.run(self.output_names, feed))
         except Exception as e:  # ORT's errors (bad shape, bad values) become the response
-            return _error_response(f"model {self.model_name}: onnxruntime failed: {e}")
+            return _error_response(f"model {self.model_name}: {self.runs_on} failed: {e}")
 
     def _response(self, results: list[Array]) -> Any:
         tensors = [
@@ -143,6 +185,19 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.session = None
+
+
+def _load_graph_module(path: Path) -> Any:
+    """``onnx_graph`` from beside this file: loaded by path, so it does not depend on what the
+    python backend puts on ``sys.path``."""
+    spec = importlib.util.spec_from_file_location("triton_adapter_onnx_graph", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    # Registered before it runs: its dataclasses look their module up in sys.modules.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _stackable(feeds: list[dict[str, Array] | None]) -> bool:
