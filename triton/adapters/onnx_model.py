@@ -5,9 +5,11 @@ Installed by the launcher as `<model>/<version>/model.py` for models whose produ
 uses the native onnxruntime backend (which the nvidia-pytriton wheel does not ship). Tensor
 names and dtypes come from the model config, so the model looks the same to clients.
 
-On a GPU it takes onnxruntime's CUDA provider where the installed onnxruntime has one, else
-runs the graph with torch on that device (`onnx_graph.py`, installed beside this file); with
-neither, the load fails and says why, rather than quietly computing on the CPU.
+On a GPU it runs the graph with torch on that device (`onnx_graph.py`, installed beside this
+file), and its tensors stay there: inputs arrive in GPU memory (the launcher sets
+``FORCE_CPU_ONLY_INPUT_TENSORS: no``) and outputs leave through DLPack, so the stub copies
+nothing to the host. Without torch and CUDA the load fails and says why, rather than quietly
+computing on the CPU.
 
 `execute` concatenates the rows of all requests of a dynamic batch, runs the session once and
 splits the outputs back: that single run is what makes dynamic batching pay off.
@@ -65,6 +67,7 @@ class TritonPythonModel:
         options.inter_op_num_threads = int(_parameter(config, _INTER_OP_PARAMETER, "1"))
         on_gpu = args.get("model_instance_kind", "CPU") == "GPU"
         device_id = int(args.get("model_instance_device_id", "0") or 0)
+        self.torch: Any = None
         engine = "onnxruntime"
         try:
             if not on_gpu:
@@ -72,15 +75,6 @@ class TritonPythonModel:
                     str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
                 )
                 self.runs_on = "onnxruntime CPU"
-            elif "CUDAExecutionProvider" in ort.get_available_providers():
-                # No CPU fallback: a node the CUDA provider cannot run must not move quietly.
-                options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-                self.session = ort.InferenceSession(
-                    str(model_path),
-                    sess_options=options,
-                    providers=[("CUDAExecutionProvider", {"device_id": device_id})],
-                )
-                self.runs_on = f"onnxruntime CUDA (device {device_id})"
             else:
                 engine = "the torch graph executor"
                 graph = _load_graph_module(Path(__file__).with_name(_GRAPH_MODULE))
@@ -88,10 +82,12 @@ class TritonPythonModel:
                     backend = graph.torch_backend(device_id)
                 except (ImportError, RuntimeError) as e:
                     raise RuntimeError(
-                        "KIND_GPU instance, but onnxruntime has no CUDA provider "
-                        f"({ort.get_available_providers()}) and torch cannot use GPU "
-                        f"{device_id}: {e}"
+                        f"KIND_GPU instance, but torch cannot use GPU {device_id}: {e}"
                     ) from e
+                import torch
+
+                self.torch = torch
+                self.device = torch.device("cuda", device_id)
                 self.session = graph.GraphSession(model_path, backend)
                 self.runs_on = backend.name
         except Exception as e:  # ORT raises several unrelated types for unreadable models
@@ -146,14 +142,21 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"model {self.model_name}: input {name!r} is missing")
-            array = tensor.as_numpy()
-            if array.dtype != dtype:
+            array = self._on_device(tensor) if self.torch is not None else tensor.as_numpy()
+            if _dtype_name(array.dtype) != dtype.name:
                 raise ValueError(
-                    f"model {self.model_name}: input {name!r} has dtype {array.dtype}, "
-                    f"expected {dtype}"
+                    f"model {self.model_name}: input {name!r} has dtype "
+                    f"{_dtype_name(array.dtype)}, expected {dtype}"
                 )
             feed[name] = array
         return feed
+
+    def _on_device(self, tensor: Any) -> Any:
+        """The input as a torch tensor on the instance's GPU, without a copy where Triton put
+        it there already."""
+        if tensor.is_cpu():
+            return self.torch.from_numpy(tensor.as_numpy()).to(self.device)
+        return self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
 
     def _run_batched(
         self,
@@ -162,29 +165,56 @@ class TritonPythonModel:
         responses: list[Any],
     ) -> None:
         present = [f for f in (feeds[i] for i in indices) if f is not None]
-        rows = [next(iter(f.values())).shape[0] for f in present]
-        merged = {name: np.concatenate([f[name] for f in present]) for name, _ in self.inputs}
-        results = self.session.run(self.output_names, merged)
-        bounds = np.cumsum(rows)[:-1]
-        per_output = [np.split(result, bounds) for result in results]
+        rows = [int(next(iter(f.values())).shape[0]) for f in present]
+        if self.torch is not None:
+            merged = {n: self.torch.cat([f[n] for f in present]) for n, _ in self.inputs}
+            results = self.session.run_tensors(self.output_names, merged)
+            per_output = [self.torch.split(result, rows) for result in results]
+        else:
+            merged = {n: np.concatenate([f[n] for f in present]) for n, _ in self.inputs}
+            results = self.session.run(self.output_names, merged)
+            bounds = np.cumsum(rows)[:-1]
+            per_output = [np.split(result, bounds) for result in results]
         for position, i in enumerate(indices):
             responses[i] = self._response([parts[position] for parts in per_output])
 
     def _run_single(self, feed: dict[str, Array] | None) -> Any:
         try:
+            if self.torch is not None:
+                return self._response(self.session.run_tensors(self.output_names, feed))
             return self._response(self.session.run(self.output_names, feed))
         except Exception as e:  # ORT's errors (bad shape, bad values) become the response
             return _error_response(f"model {self.model_name}: {self.runs_on} failed: {e}")
 
-    def _response(self, results: list[Array]) -> Any:
-        tensors = [
-            pb_utils.Tensor(name, np.ascontiguousarray(result, dtype=dtype))
-            for (name, dtype), result in zip(self.outputs, results, strict=True)
-        ]
+    def _response(self, results: list[Any]) -> Any:
+        if self.torch is not None:
+            tensors = [
+                # A fresh tensor each: a split is a view at an offset into the batch's output.
+                pb_utils.Tensor.from_dlpack(
+                    name, self.torch.utils.dlpack.to_dlpack(result.to(_torch_dtype(dtype)).clone())
+                )
+                for (name, dtype), result in zip(self.outputs, results, strict=True)
+            ]
+        else:
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(result, dtype=dtype))
+                for (name, dtype), result in zip(self.outputs, results, strict=True)
+            ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
         self.session = None
+
+
+def _dtype_name(dtype: Any) -> str:
+    """numpy's name for a numpy or torch dtype ("float32" for torch.float32)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _torch_dtype(dtype: np.dtype[Any]) -> Any:
+    import torch
+
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def _load_graph_module(path: Path) -> Any:
