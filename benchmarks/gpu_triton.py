@@ -29,11 +29,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 
@@ -64,25 +63,16 @@ def _lua(rows: int) -> str:
     return LUA_COMMON + (LUA_TRITON if rows == 1 else LUA_ROWS.replace("ROWS", str(rows)))
 
 
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.loads(response.read())
-
-
-def _post_json(url: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        raise RuntimeError(f"{url}: HTTP {e.code}: {e.read().decode(errors='replace')}") from e
+def _json(response: httpx.Response) -> Any:
+    """The body, or an error that quotes Triton's message (raise_for_status drops it)."""
+    if response.is_error:
+        raise RuntimeError(f"{response.url}: HTTP {response.status_code}: {response.text}")
+    return response.json()
 
 
 def model_stats(http_url: str) -> dict[str, float]:
     """Triton's cumulative counters for the model (all versions)."""
-    stats = _get_json(f"{http_url}/v2/models/{MODEL}/stats")["model_stats"]
+    stats = _json(httpx.get(f"{http_url}/v2/models/{MODEL}/stats", timeout=10))["model_stats"]
     total: dict[str, float] = {}
     for version in stats:
         inference = version["inference_stats"]
@@ -112,7 +102,7 @@ def max_error(http_url: str) -> float:
             }
         ]
     }
-    answer = _post_json(f"{http_url}/v2/models/{MODEL}/infer", body)
+    answer = _json(httpx.post(f"{http_url}/v2/models/{MODEL}/infer", json=body, timeout=30))
     served = np.array(answer["outputs"][0]["data"], dtype=np.float32).reshape(256, 1)
     session = ort.InferenceSession(str(ONNX), providers=["CPUExecutionProvider"])
     (expected,) = session.run(None, {"features": rows})

@@ -132,9 +132,7 @@ class TickBatcher(Generic[K, P, R]):
                 return loop.create_task(self._run_one(key, part))
             # The caller's cancellation must not reach a call that others depend on.
             own: asyncio.Future[R] = loop.create_future()
-            call = loop.create_task(self._run(key, [part]))
-            self._calls.add(call)
-            call.add_done_callback(lambda done: self._settle(done, [(own, settled)]))
+            self._launch(key, [(part, own, settled)])
             return own
         future: asyncio.Future[R] = loop.create_future()
         batch = self._pending.get(key)
@@ -179,12 +177,15 @@ class TickBatcher(Generic[K, P, R]):
             for part, future, settled in batch.parts
             if settled is not None or not future.done()
         ]
-        if not pending:
-            return
-        call = asyncio.get_running_loop().create_task(self._run(key, [p for p, _, _ in pending]))
+        if pending:
+            self._launch(key, pending)
+
+    def _launch(self, key: K, parts: list[tuple[P, asyncio.Future[R], Settled[R] | None]]) -> None:
+        """The parts' call, as a task of its own that settles them when it ends."""
+        call = asyncio.get_running_loop().create_task(self._run(key, [p for p, _, _ in parts]))
         self._calls.add(call)
         call.add_done_callback(
-            lambda done: self._settle(done, [(f, settled) for _, f, settled in pending])
+            lambda done: self._settle(done, [(f, settled) for _, f, settled in parts])
         )
 
     def _settle(

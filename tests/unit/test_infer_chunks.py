@@ -13,7 +13,7 @@ import numpy as np
 
 from gateway.errors import InferenceTimeout
 from gateway.service import PredictionService
-from gateway.spec import load_specs
+from gateway.spec import ModelSpec, load_specs
 from gateway.store import RedisStore
 from gateway.triton import InferenceResult, TritonClient
 
@@ -100,14 +100,19 @@ class SilentTriton:
         raise AssertionError("unreachable")
 
 
-async def test_one_row_in_flight_is_followed_not_sent_again() -> None:
+def _one_row(triton: Any, value: float) -> tuple[ModelSpec, PredictionService, bytes, Any]:
+    """A service over ``triton``, one row of ``value``s, and that row's flight key."""
     spec = load_specs(SPEC_PATH)["fraud_scorer"]
-    triton = DoublingTriton()
     service = PredictionService(
         {spec.name: spec}, {spec.name: "1"}, cast(RedisStore, None), cast(TritonClient, triton)
     )
-    row = np.full((1, len(spec.features)), 5.0, dtype=np.float32).tobytes()
-    key: Any = (spec.name, "1", "a", 0.0)
+    row = np.full((1, len(spec.features)), value, dtype=np.float32).tobytes()
+    return spec, service, row, (spec.name, "1", "a", 0.0)
+
+
+async def test_one_row_in_flight_is_followed_not_sent_again() -> None:
+    triton = DoublingTriton()
+    spec, service, row, key = _one_row(triton, 5.0)
     lead, follow = await asyncio.gather(
         service._infer_one(spec, "1", row, key, None),
         service._infer_one(spec, "1", row, key, None),
@@ -119,15 +124,7 @@ async def test_one_row_in_flight_is_followed_not_sent_again() -> None:
 
 
 async def test_a_leader_and_its_follower_each_stop_at_their_deadline() -> None:
-    spec = load_specs(SPEC_PATH)["fraud_scorer"]
-    service = PredictionService(
-        {spec.name: spec},
-        {spec.name: "1"},
-        cast(RedisStore, None),
-        cast(TritonClient, SilentTriton()),
-    )
-    row = np.zeros((1, len(spec.features)), dtype=np.float32).tobytes()
-    key: Any = (spec.name, "1", "a", 0.0)
+    spec, service, row, key = _one_row(SilentTriton(), 0.0)
     now = time.monotonic()
     outcomes = await asyncio.gather(
         service._infer_one(spec, "1", row, key, now + 0.05),
@@ -151,13 +148,8 @@ class SlowDoublingTriton(DoublingTriton):
 async def test_a_follower_gets_the_score_after_its_leader_gave_up() -> None:
     # The leader owns its part of the Triton call and stops waiting at its deadline; the
     # call goes on, and the request that follows its row still gets the score.
-    spec = load_specs(SPEC_PATH)["fraud_scorer"]
     triton = SlowDoublingTriton()
-    service = PredictionService(
-        {spec.name: spec}, {spec.name: "1"}, cast(RedisStore, None), cast(TritonClient, triton)
-    )
-    row = np.full((1, len(spec.features)), 4.0, dtype=np.float32).tobytes()
-    key: Any = (spec.name, "1", "a", 0.0)
+    spec, service, row, key = _one_row(triton, 4.0)
     now = time.monotonic()
     leader, follower = await asyncio.gather(
         service._infer_one(spec, "1", row, key, now + 0.03),

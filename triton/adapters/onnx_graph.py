@@ -42,19 +42,6 @@ class Backend:
     running: Callable[[], contextlib.AbstractContextManager[Any]]
 
 
-def _binary_ops() -> dict[str, Op]:
-    # ONNX's multidirectional broadcasting is numpy's, which torch follows too.
-    return {
-        "Add": lambda xs, _: xs[0] + xs[1],
-        "Sub": lambda xs, _: xs[0] - xs[1],
-        "Mul": lambda xs, _: xs[0] * xs[1],
-        "Div": lambda xs, _: xs[0] / xs[1],
-        "MatMul": lambda xs, _: xs[0] @ xs[1],
-        "Gemm": _gemm,
-        "Identity": lambda xs, _: xs[0],
-    }
-
-
 def _gemm(xs: list[Tensor], attributes: Mapping[str, Any]) -> Tensor:
     a = xs[0].T if attributes.get("transA", 0) else xs[0]
     b = xs[1].T if attributes.get("transB", 0) else xs[1]
@@ -62,6 +49,19 @@ def _gemm(xs: list[Tensor], attributes: Mapping[str, Any]) -> Tensor:
     if len(xs) > 2 and xs[2] is not None:
         out = out + xs[2] * attributes.get("beta", 1.0)
     return out
+
+
+# Ops every array library spells alike. ONNX's multidirectional broadcasting is numpy's,
+# which torch follows too.
+_BINARY_OPS: Mapping[str, Op] = {
+    "Add": lambda xs, _: xs[0] + xs[1],
+    "Sub": lambda xs, _: xs[0] - xs[1],
+    "Mul": lambda xs, _: xs[0] * xs[1],
+    "Div": lambda xs, _: xs[0] / xs[1],
+    "MatMul": lambda xs, _: xs[0] @ xs[1],
+    "Gemm": _gemm,
+    "Identity": lambda xs, _: xs[0],
+}
 
 
 def numpy_backend() -> Backend:
@@ -154,13 +154,13 @@ class GraphSession:
         if set(attributes) - allowed:
             raise UnsupportedGraph(f"{where}: attributes {sorted(set(attributes) - allowed)}")
         unary = backend.unary.get(node.op_type)
-        binary = _binary_ops().get(node.op_type)
+        binary = _BINARY_OPS.get(node.op_type)
         if unary is not None:
             op: Callable[[list[Tensor]], Tensor] = lambda xs: unary(xs[0])  # noqa: E731
         elif binary is not None:
             op = lambda xs: binary(xs, attributes)  # noqa: E731
         else:
-            known = sorted([*backend.unary, *_binary_ops()])
+            known = sorted([*backend.unary, *_BINARY_OPS])
             raise UnsupportedGraph(f"{where}: op not supported (supported: {', '.join(known)})")
         return _Node(op=op, inputs=tuple(node.input), output=node.output[0])
 

@@ -87,7 +87,10 @@ class TritonPythonModel:
                 import torch
 
                 self.torch = torch
-                self.device = torch.device("cuda", device_id)
+                # Derived once: converting a numpy dtype takes an allocation.
+                self.output_dtypes = [
+                    torch.from_numpy(np.empty(0, dtype=dtype)).dtype for _, dtype in self.outputs
+                ]
                 self.session = graph.GraphSession(model_path, backend)
                 self.runs_on = backend.name
         except Exception as e:  # ORT raises several unrelated types for unreadable models
@@ -155,7 +158,7 @@ class TritonPythonModel:
         """The input as a torch tensor on the instance's GPU, without a copy where Triton put
         it there already."""
         if tensor.is_cpu():
-            return self.torch.from_numpy(tensor.as_numpy()).to(self.device)
+            return self.session.backend.to_tensor(tensor.as_numpy())
         return self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
 
     def _run_batched(
@@ -191,9 +194,11 @@ class TritonPythonModel:
             tensors = [
                 # A fresh tensor each: a split is a view at an offset into the batch's output.
                 pb_utils.Tensor.from_dlpack(
-                    name, self.torch.utils.dlpack.to_dlpack(result.to(_torch_dtype(dtype)).clone())
+                    name, self.torch.utils.dlpack.to_dlpack(result.to(torch_dtype).clone())
                 )
-                for (name, dtype), result in zip(self.outputs, results, strict=True)
+                for (name, _), torch_dtype, result in zip(
+                    self.outputs, self.output_dtypes, results, strict=True
+                )
             ]
         else:
             tensors = [
@@ -209,12 +214,6 @@ class TritonPythonModel:
 def _dtype_name(dtype: Any) -> str:
     """numpy's name for a numpy or torch dtype ("float32" for torch.float32)."""
     return str(dtype).removeprefix("torch.")
-
-
-def _torch_dtype(dtype: np.dtype[Any]) -> Any:
-    import torch
-
-    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
 
 
 def _load_graph_module(path: Path) -> Any:
