@@ -24,8 +24,8 @@ runs, instead of a bare protocol.
 
 Style ``miss`` is the floor of a real-time miss (``--path miss``), in the shape of ``tasks``:
 the same lookup (features and the cached prediction, which the gateway reads for its stale
-fallback), one row of Python floats per request, the rows of one loop iteration (held for
-the gateway's default 2 ms window while requests keep coming) sent to Triton as one
+fallback), one row of Python floats per request, the rows of one loop iteration (held, while a
+call is out, until it ends or the gateway's default 2 ms window ends) sent to Triton as one
 ``ModelInfer`` call on the generated gRPC stub, the score handed back, the prediction
 written back (the gateway's encoding and expiry, one write per 5 ms window) and an answer of
 the gateway's shape. It skips what ``tasks`` skips, and the miss path's own machinery: the
@@ -219,28 +219,33 @@ def serve(port: int, redis_url: str, style: str, triton_url: str | None = None) 
     infer_rows: list[list[float]] = []
     infer_waiting: list[asyncio.Future[float]] = []
     writes: list[bytes] = []
-    last_part = [0.0]
+    calling = [0]  # Triton calls in flight
+    held: list[asyncio.TimerHandle] = []  # the timer of a batch held behind a call
     requested = [pb.ModelInferRequest.InferRequestedOutputTensor(name=n) for n in names]
 
     def infer(row: list[float]) -> asyncio.Future[float]:
-        """The row joins this iteration's Triton call; a busy server holds it open for the
-        gateway's default window (``GATEWAY_INFER_WINDOW_MS``), as the gateway does."""
+        """The row joins this iteration's Triton call; while a call is out, the batch waits
+        for it to end, at most the gateway's default window (``GATEWAY_INFER_WINDOW_MS``), as
+        the gateway does."""
         done: asyncio.Future[float] = loop.create_future()
         if not infer_rows:
-            now = time.monotonic()
-            if now - last_part[0] <= 2 * INFER_WINDOW_S:
-                loop.call_later(INFER_WINDOW_S, flush_infer)
+            if calling[0]:
+                held.append(loop.call_later(INFER_WINDOW_S, flush_infer))
             else:
                 loop.call_soon(flush_infer)
-            last_part[0] = now
         infer_rows.append(row)
         infer_waiting.append(done)
         return done
 
     def flush_infer() -> None:
+        if held:
+            held.pop().cancel()
+        if not infer_rows:
+            return
         rows, waiting = np.asarray(infer_rows, dtype=np.float32), infer_waiting[:]
         infer_rows.clear()
         infer_waiting.clear()
+        calling[0] += 1
         loop.create_task(call_triton(rows, waiting))
 
     async def call_triton(rows: Any, waiting: list[asyncio.Future[float]]) -> None:
@@ -255,7 +260,12 @@ def serve(port: int, redis_url: str, style: str, triton_url: str | None = None) 
             outputs=requested,
             raw_input_contents=[rows.tobytes()],
         )
-        response = await stub.ModelInfer(request, timeout=1.0)
+        try:
+            response = await stub.ModelInfer(request, timeout=1.0)
+        finally:
+            calling[0] -= 1
+            if held:
+                flush_infer()
         scores = np.frombuffer(response.raw_output_contents[0], dtype=np.float32).tolist()
         for done, score in zip(waiting, scores, strict=True):
             done.set_result(score)

@@ -136,10 +136,10 @@ class Settings(BaseSettings):
     Triton call and one write-back pipeline per model (gateway/microbatch.py). Off: one of
     each per request (the benchmark's baseline), and the windows below do nothing."""
     infer_window_ms: float = Field(default=2.0, ge=0.0, le=100.0)
-    """While a model's real-time misses come at most this far apart on average, a miss
-    waits up to this long for others to share its Triton call (never more than half of what
-    its deadline leaves); a quiet model's misses go at once. 0: share only within one
-    event-loop iteration."""
+    """While a Triton call of a model is in flight (in this worker), its new misses wait for
+    that call to end, but at most this long (and never more than half of what their deadline
+    leaves), and then share the next call; with no call out a miss goes at once. 0: share
+    only within one event-loop iteration."""
     write_back_window_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     """The same for write-backs of computed predictions; they are made after the answer, so
     the wait only delays when other requests and replicas see the prediction cached."""

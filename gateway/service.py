@@ -127,6 +127,10 @@ class PredictionService:
             cancelled=lambda: InferenceUnavailable("inference call cancelled"),
             enabled=tick_batching,
             window_s=infer_window_s,
+            # A model's misses wait only while one of its calls is out, and go when it ends:
+            # a closed loop's waves would otherwise wait out the window with all their
+            # companions already aboard (docs/measurements.md).
+            max_calls=1,
         )
         self._writes: TickBatcher[str, list[tuple[str, CachedPrediction]], None] = TickBatcher(
             self._write_many,

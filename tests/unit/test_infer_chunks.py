@@ -160,3 +160,51 @@ async def test_a_follower_gets_the_score_after_its_leader_gave_up() -> None:
     assert follower == ((8.0,), "1", False)
     assert triton.calls == [1]
     assert len(service._flight) == 0
+
+
+class FirstCallHeldTriton(DoublingTriton):
+    """Holds its first call until ``release`` is set; answers the others at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.started = 0
+
+    async def infer_packed(self, *args: Any, **kwargs: Any) -> InferenceResult:
+        self.started += 1
+        if self.started == 1:
+            await self.release.wait()
+        return await super().infer_packed(*args, **kwargs)
+
+
+async def test_a_miss_waits_for_the_call_in_flight_at_most_half_its_deadline() -> None:
+    """A model's call is out (Triton holds it) and the window is 10 s: a miss with 120 ms
+    left waits at most 60 ms for that call to end, then goes in a call of its own."""
+    triton = FirstCallHeldTriton()
+    spec = load_specs(SPEC_PATH)["fraud_scorer"]
+    service = PredictionService(
+        {spec.name: spec},
+        {spec.name: "1"},
+        cast(RedisStore, None),
+        cast(TritonClient, triton),
+        infer_window_s=10.0,
+    )
+    width = len(spec.features)
+    row = np.full((1, width), 1.0, dtype=np.float32).tobytes()
+    hurried_row = np.full((1, width), 3.0, dtype=np.float32).tobytes()
+    first = asyncio.ensure_future(
+        service._infer_one(spec, "1", row, (spec.name, "1", "a", 0.0), None)
+    )
+    await asyncio.sleep(0.01)
+    assert triton.started == 1  # the first call is out
+    start = time.monotonic()
+    hurried = await service._infer_one(
+        spec, "1", hurried_row, (spec.name, "1", "b", 0.0), start + 0.12
+    )
+    elapsed = time.monotonic() - start
+    assert hurried == ((6.0,), "1", True)
+    assert 0.04 <= elapsed < 0.11, elapsed
+    assert not first.done()
+    triton.release.set()
+    assert await first == ((2.0,), "1", True)
+    assert triton.first_columns == [[3.0], [1.0]]

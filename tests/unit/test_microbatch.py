@@ -308,3 +308,85 @@ async def test_a_key_that_went_quiet_stops_waiting() -> None:
     quiet = b.post("a", 99)
     assert await made_within_iterations(recorder, ("a", [99]))
     assert await quiet == 990
+
+
+def calling(recorder: Recorder, window_s: float) -> TickBatcher[str, int, int]:
+    """A batcher whose key is busy while one of its calls is in flight (the infer rule)."""
+    return TickBatcher(
+        recorder.run,
+        cancelled=lambda: LookupError("shared call cancelled"),
+        window_s=window_s,
+        max_calls=1,
+    )
+
+
+async def test_a_key_with_no_call_out_sends_at_the_tick_however_fast_its_parts_come() -> None:
+    recorder = Recorder()
+    b = calling(recorder, 10.0)
+    parts = list(range(1, 41))
+    assert await asyncio.gather(*(b.submit("a", n) for n in parts)) == [n * 10 for n in parts]
+    # Forty parts at once would make the key busy by its pace; with no call out, the next
+    # part has nothing to wait for.
+    part = b.post("a", 41)
+    assert await made_within_iterations(recorder, ("a", [41]))
+    assert await part == 410
+    assert recorder.calls == [("a", parts), ("a", [41])]
+
+
+async def test_parts_that_come_while_the_call_is_out_go_together_when_it_ends() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold)
+    b = calling(recorder, 10.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    first = b.post("a", 1)
+    await asyncio.sleep(0.01)  # its call has started and waits on `hold`
+    held = [b.post("a", 2)]
+    await asyncio.sleep(0.01)
+    held.append(b.post("a", 3))
+    held.append(b.post("b", 4))  # another key has no call out: it goes at once
+    await asyncio.sleep(0.05)
+    assert recorder.calls == [("a", [1]), ("b", [4])]
+    hold.set()
+    assert await first == 10
+    assert await made_within_iterations(recorder, ("a", [2, 3]))
+    assert await asyncio.gather(*held) == [20, 30, 40]
+    assert loop.time() - start < 2.0  # not the 10 s window
+
+
+async def test_a_held_batch_goes_at_the_end_of_its_window_or_its_wait_with_the_call_still_out() -> (
+    None
+):
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold)
+    b = calling(recorder, 0.05)
+    first = b.post("a", 1)
+    await asyncio.sleep(0.01)
+    second = b.post("a", 2)
+    await asyncio.sleep(0.1)
+    assert recorder.calls == [("a", [1]), ("a", [2])]  # the window ended, call 1 is still out
+    # Two calls are out now; a hurried part does not wait for either of them.
+    third = b.post("a", 3, wait_s=0.0)
+    assert await made_within_iterations(recorder, ("a", [3]))
+    hold.set()
+    assert await asyncio.gather(first, second, third) == [10, 20, 30]
+    await b.drain(1.0)
+    assert b._in_flight == {}
+
+
+async def test_a_failed_call_still_releases_the_batch_held_behind_it() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold=hold, fail=ConnectionError("down"))
+    b = calling(recorder, 10.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    first = b.post("a", 1)
+    await asyncio.sleep(0.01)
+    second = b.post("a", 2)
+    await asyncio.sleep(0.01)
+    assert recorder.calls == [("a", [1])]
+    hold.set()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert [type(r) for r in results] == [ConnectionError, ConnectionError]
+    assert recorder.calls == [("a", [1]), ("a", [2])]
+    assert loop.time() - start < 2.0  # released by the failure, not by the 10 s window
