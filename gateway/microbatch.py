@@ -22,7 +22,8 @@ say when a key is busy:
   a closed loop (each client sends again only after its answer) the pace reads every wave as
   busy and held each one for the whole window although all its companions were already in
   it; this rule holds a batch only while there is something to wait for (docs/measurements.md:
-  +24% misses/s at 32 connections, and still a third of the window's saving at 2,000 misses/s).
+  +28% misses/s at 32 connections, and still over half of the window's CPU saving at 2,000
+  misses/s in open loop).
 
 A part never waits past its own ``wait_s`` (the service passes half of what the caller's
 deadline leaves): it pulls the batch's flush forward.
