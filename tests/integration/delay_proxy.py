@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 
+from devstack.gateway_process import GatewayProcess
 from triton_launcher.ports import free_port
 
 
@@ -108,3 +110,18 @@ class DelayProxy:
 def delayed(upstream: str, delay_s: float) -> Iterator[DelayProxy]:
     with DelayProxy(upstream, delay_s=delay_s) as proxy:
         yield proxy
+
+
+@contextlib.contextmanager
+def gateway_behind_proxy(
+    spec_path: Path, redis_url: str, triton_grpc_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[GatewayProcess, DelayProxy]]:
+    """A gateway whose Triton traffic goes through a ``DelayProxy``. The proxy starts without
+    delay, so the gateway's start-up checks run at full speed; set ``delay_s`` after."""
+    with (
+        DelayProxy(triton_grpc_url) as proxy,
+        GatewayProcess(
+            spec_path=spec_path, redis_url=redis_url, triton_url=proxy.address, env=env
+        ) as gateway,
+    ):
+        yield gateway, proxy

@@ -19,7 +19,7 @@ import redis
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
 from tests.integration.conftest import MODEL_REPOSITORY, ROOT, SPEC_PATH, wait_until
-from tests.integration.delay_proxy import DelayProxy
+from tests.integration.delay_proxy import DelayProxy, gateway_behind_proxy
 from tests.integration.helpers import (
     TYPICAL,
     cached,
@@ -249,14 +249,10 @@ def slow_gateway(
     redis_server: RedisServer, triton_server: TritonServer
 ) -> Iterator[tuple[GatewayProcess, DelayProxy]]:
     """A gateway whose Triton answers arrive 300 ms late (a delaying TCP proxy)."""
-    with (
-        DelayProxy(triton_server.grpc_url) as proxy,
-        GatewayProcess(
-            spec_path=SPEC_PATH,
-            redis_url=redis_server.url,
-            triton_url=proxy.address,
-            env={"GATEWAY_TRITON__TIMEOUT_S": "5"},
-        ) as gateway,
+    env = {"GATEWAY_TRITON__TIMEOUT_S": "5"}
+    with gateway_behind_proxy(SPEC_PATH, redis_server.url, triton_server.grpc_url, env) as (
+        gateway,
+        proxy,
     ):
         proxy.delay_s = 0.3
         yield gateway, proxy

@@ -13,7 +13,7 @@ import redis
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
 from tests.integration.conftest import SPEC_PATH, wait_until
-from tests.integration.delay_proxy import DelayProxy
+from tests.integration.delay_proxy import DelayProxy, gateway_behind_proxy
 from tests.integration.helpers import (
     TYPICAL,
     cached,
@@ -282,14 +282,10 @@ async def test_misses_that_come_while_a_call_is_out_share_the_next_one(
         entities = [new_id() for _ in range(400)]
         for entity in entities:
             put_features(kv, entity, TYPICAL)
-        with (
-            DelayProxy(triton_server.grpc_url) as proxy,
-            GatewayProcess(
-                spec_path=SPEC_PATH,
-                redis_url=redis_server.url,
-                triton_url=proxy.address,
-                env={"GATEWAY_INFER_WINDOW_MS": str(window_ms)},
-            ) as gateway,
+        env = {"GATEWAY_INFER_WINDOW_MS": str(window_ms)}
+        with gateway_behind_proxy(SPEC_PATH, redis_server.url, triton_server.grpc_url, env) as (
+            gateway,
+            proxy,
         ):
             proxy.delay_s = 0.02
             inferences_before, executions_before = triton_counts(triton_server.http_url)
@@ -312,14 +308,10 @@ async def test_a_held_miss_goes_when_the_call_it_waited_for_ends_not_at_the_wind
     first, held = new_id(), [new_id() for _ in range(10)]
     for entity in [first, *held]:
         put_features(kv, entity, TYPICAL)
-    with (
-        DelayProxy(triton_server.grpc_url) as proxy,
-        GatewayProcess(
-            spec_path=SPEC_PATH,
-            redis_url=redis_server.url,
-            triton_url=proxy.address,
-            env={"GATEWAY_INFER_WINDOW_MS": "100"},
-        ) as gateway,
+    env = {"GATEWAY_INFER_WINDOW_MS": "100"}
+    with gateway_behind_proxy(SPEC_PATH, redis_server.url, triton_server.grpc_url, env) as (
+        gateway,
+        proxy,
     ):
         headers = {**gateway.headers, "X-Request-Timeout-Ms": "20000"}
         limits = httpx.Limits(max_connections=20)
