@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from gateway.coalesce import consume_outcome
 
@@ -121,7 +121,7 @@ class TickBatcher(Generic[K, P, R]):
         self._paces: dict[K, _Pace] = {}
         self._max_calls = max_calls
         self._in_flight: dict[K, int] = {}
-        """Calls per key made by ``_launch`` and not ended yet."""
+        """Calls per key made by ``_launch`` and not ended yet (counted with ``max_calls``)."""
         self._calls: set[asyncio.Task[list[R]]] = set()
 
     async def submit(self, key: K, part: P, *, alone: bool = False) -> R:
@@ -208,10 +208,12 @@ class TickBatcher(Generic[K, P, R]):
         """The parts' call, as a task of its own that settles them when it ends."""
         call = asyncio.get_running_loop().create_task(self._run(key, [p for p, _, _ in parts]))
         self._calls.add(call)
+        settle = [(f, settled) for _, f, settled in parts]
+        if self._max_calls is None:
+            call.add_done_callback(lambda done: self._settle(done, settle))
+            return
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        call.add_done_callback(
-            lambda done: self._ended(key, done, [(f, settled) for _, f, settled in parts])
-        )
+        call.add_done_callback(lambda done: self._ended(key, done, settle))
 
     def _ended(
         self,
@@ -219,17 +221,17 @@ class TickBatcher(Generic[K, P, R]):
         call: asyncio.Task[list[R]],
         parts: list[tuple[asyncio.Future[R], Settled[R] | None]],
     ) -> None:
+        """A call of a key counted in flight (``max_calls``) ended."""
         left = self._in_flight[key] - 1
         if left:
             self._in_flight[key] = left
         else:
             del self._in_flight[key]
         self._settle(call, parts)
-        if self._max_calls is not None and left < self._max_calls:
-            batch = self._pending.get(key)
-            # What came while the call was out has gathered; the window would only add wait.
-            if batch is not None and batch.held:
-                self._flush(key)
+        batch = self._pending.get(key)
+        # What came while the call was out has gathered; the window would only add wait.
+        if batch is not None and batch.held and left < cast(int, self._max_calls):
+            self._flush(key)
 
     def _settle(
         self,

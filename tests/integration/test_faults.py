@@ -23,7 +23,7 @@ import redis
 from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
 from tests.integration.conftest import MODEL_REPOSITORY, SPEC_PATH, wait_until
-from tests.integration.delay_proxy import DelayProxy
+from tests.integration.delay_proxy import gateway_behind_proxy
 from tests.integration.helpers import TYPICAL, put_features, reference_score
 from triton_launcher.launcher import TritonServer
 
@@ -265,10 +265,10 @@ def test_slow_triton_answers_within_the_deadline_and_recovers(
     redis_server: RedisServer, triton_server: TritonServer, entities: list[str]
 ) -> None:
     with (
-        DelayProxy(triton_server.grpc_url) as proxy,
-        GatewayProcess(
-            spec_path=SPEC_PATH, redis_url=redis_server.url, triton_url=proxy.address
-        ) as gateway,
+        gateway_behind_proxy(SPEC_PATH, redis_server.url, triton_server.grpc_url) as (
+            gateway,
+            proxy,
+        ),
         Load(gateway, entities) as load,
     ):
         time.sleep(1.0)
