@@ -6,10 +6,11 @@ uses the native onnxruntime backend (which the nvidia-pytriton wheel does not sh
 names and dtypes come from the model config, so the model looks the same to clients.
 
 On a GPU it runs the graph with torch on that device (`onnx_graph.py`, installed beside this
-file), and its tensors stay there: inputs arrive in GPU memory (the launcher sets
-``FORCE_CPU_ONLY_INPUT_TENSORS: no``) and outputs leave through DLPack, so the stub copies
-nothing to the host. Without torch and CUDA the load fails and says why, rather than quietly
-computing on the CPU.
+file). Inputs a client sent in host memory (HTTP, gRPC) are concatenated on the host and cross
+to the GPU as one copy per input, and the outputs come back as one copy each, however many
+requests the batch holds. Inputs already in GPU memory (CUDA shared memory: the launcher sets
+``FORCE_CPU_ONLY_INPUT_TENSORS: no``) stay there, and their outputs leave through DLPack.
+Without torch and CUDA the load fails and says why, rather than quietly computing on the CPU.
 
 `execute` concatenates the rows of all requests of a dynamic batch, runs the session once and
 splits the outputs back: that single run is what makes dynamic batching pay off.
@@ -24,7 +25,6 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 # Same parameter names as Triton's native onnxruntime backend, so a production config's thread
@@ -35,6 +35,11 @@ _INTRA_OP_PARAMETER = "intra_op_thread_count"
 _INTER_OP_PARAMETER = "inter_op_thread_count"
 _ONNX_FILENAME_PARAMETER = "onnx_model_filename"
 _GRAPH_MODULE = "onnx_graph.py"
+# The python-backend stub of the nvidia-pytriton wheel this project pins (0.7.0) moves no
+# tensor bytes when the numpy it imports is 2.x: every output arrives empty ("output tensor
+# shape does not match size") and inputs arrive as zeros. Measured with each stub Python (3.11,
+# 3.12) and numpy 2.0-2.5; numpy 1.26 is right (docs/gpu.md).
+_STUB_NUMPY_MAJOR = 1
 
 
 def _parameter(config: dict[str, Any], key: str, default: str) -> str:
@@ -46,6 +51,9 @@ class TritonPythonModel:
     """Triton python-backend entry point (names fixed by the python backend)."""
 
     def initialize(self, args: dict[str, str]) -> None:
+        refusal = numpy_refusal(np.__version__, np.__file__)
+        if refusal is not None:
+            raise pb_utils.TritonModelException(refusal)
         config = json.loads(args["model_config"])
         self.model_name: str = config["name"]
         self.batching: bool = int(config.get("max_batch_size", 0)) > 0
@@ -60,17 +68,20 @@ class TritonPythonModel:
 
         filename = _parameter(config, _ONNX_FILENAME_PARAMETER, "model.onnx")
         model_path = Path(args["model_repository"]) / args["model_version"] / filename
-        options = ort.SessionOptions()
-        # One thread per instance by default: Triton's instance_group count gives parallelism,
-        # and oversubscribing the cores only adds latency.
-        options.intra_op_num_threads = int(_parameter(config, _INTRA_OP_PARAMETER, "1"))
-        options.inter_op_num_threads = int(_parameter(config, _INTER_OP_PARAMETER, "1"))
         on_gpu = args.get("model_instance_kind", "CPU") == "GPU"
         device_id = int(args.get("model_instance_device_id", "0") or 0)
         self.torch: Any = None
         engine = "onnxruntime"
         try:
             if not on_gpu:
+                # Imported here: a GPU instance runs torch and needs no onnxruntime.
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                # One thread per instance by default: Triton's instance_group count gives
+                # parallelism, and oversubscribing the cores only adds latency.
+                options.intra_op_num_threads = int(_parameter(config, _INTRA_OP_PARAMETER, "1"))
+                options.inter_op_num_threads = int(_parameter(config, _INTER_OP_PARAMETER, "1"))
                 self.session: Any = ort.InferenceSession(
                     str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
                 )
@@ -145,7 +156,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"model {self.model_name}: input {name!r} is missing")
-            array = self._on_device(tensor) if self.torch is not None else tensor.as_numpy()
+            array = tensor.as_numpy() if tensor.is_cpu() else self._from_gpu(name, tensor)
             if _dtype_name(array.dtype) != dtype.name:
                 raise ValueError(
                     f"model {self.model_name}: input {name!r} has dtype "
@@ -154,12 +165,20 @@ class TritonPythonModel:
             feed[name] = array
         return feed
 
-    def _on_device(self, tensor: Any) -> Any:
-        """The input as a torch tensor on the instance's GPU, without a copy where Triton put
-        it there already."""
-        if tensor.is_cpu():
-            return self.session.backend.to_tensor(tensor.as_numpy())
+    def _from_gpu(self, name: str, tensor: Any) -> Any:
+        """An input Triton holds in GPU memory, as a torch tensor there (no copy)."""
+        if self.torch is None:
+            raise ValueError(
+                f"model {self.model_name}: input {name!r} is in GPU memory, but "
+                f"this instance runs on {self.runs_on}"
+            )
         return self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
+
+    def _on_device(self, value: Any) -> Any:
+        """A host array or a GPU tensor, as a tensor on the instance's GPU."""
+        if isinstance(value, np.ndarray):
+            return self.session.backend.to_tensor(value)
+        return value
 
     def _run_batched(
         self,
@@ -169,8 +188,10 @@ class TritonPythonModel:
     ) -> None:
         present = [f for f in (feeds[i] for i in indices) if f is not None]
         rows = [int(next(iter(f.values())).shape[0]) for f in present]
-        if self.torch is not None:
-            merged = {n: self.torch.cat([f[n] for f in present]) for n, _ in self.inputs}
+        if not _all_on_host(present):
+            merged = {
+                n: self.torch.cat([self._on_device(f[n]) for f in present]) for n, _ in self.inputs
+            }
             results = self.session.run_tensors(self.output_names, merged)
             per_output = [self.torch.split(result, rows) for result in results]
         else:
@@ -183,32 +204,41 @@ class TritonPythonModel:
 
     def _run_single(self, feed: dict[str, Array] | None) -> Any:
         try:
-            if self.torch is not None:
-                return self._response(self.session.run_tensors(self.output_names, feed))
+            if feed is not None and not _all_on_host([feed]):
+                on_device = {n: self._on_device(v) for n, v in feed.items()}
+                return self._response(self.session.run_tensors(self.output_names, on_device))
+            # Host arrays in and out: onnxruntime, or the GPU graph with one copy each way.
             return self._response(self.session.run(self.output_names, feed))
         except Exception as e:  # ORT's errors (bad shape, bad values) become the response
             return _error_response(f"model {self.model_name}: {self.runs_on} failed: {e}")
 
     def _response(self, results: list[Any]) -> Any:
-        if self.torch is not None:
-            tensors = [
-                # A fresh tensor each: a split is a view at an offset into the batch's output.
-                pb_utils.Tensor.from_dlpack(
-                    name, self.torch.utils.dlpack.to_dlpack(result.to(torch_dtype).clone())
+        tensors = []
+        for index, ((name, dtype), result) in enumerate(zip(self.outputs, results, strict=True)):
+            if isinstance(result, np.ndarray):
+                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(result, dtype=dtype)))
+            else:
+                # A fresh tensor: a split is a view at an offset into the batch's output.
+                fresh = result.to(self.output_dtypes[index]).clone()
+                tensors.append(
+                    pb_utils.Tensor.from_dlpack(name, self.torch.utils.dlpack.to_dlpack(fresh))
                 )
-                for (name, _), torch_dtype, result in zip(
-                    self.outputs, self.output_dtypes, results, strict=True
-                )
-            ]
-        else:
-            tensors = [
-                pb_utils.Tensor(name, np.ascontiguousarray(result, dtype=dtype))
-                for (name, dtype), result in zip(self.outputs, results, strict=True)
-            ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
         self.session = None
+
+
+def numpy_refusal(version: str, location: str) -> str | None:
+    """Why the stub cannot serve with this numpy, or None when it can."""
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) <= _STUB_NUMPY_MAJOR:
+        return None
+    return (
+        f"the python-backend stub imported numpy {version} ({location}); the nvidia-pytriton "
+        "stub moves no tensor bytes with numpy 2 (every request would fail), so give the "
+        "Python that runs the stub numpy<2 (docs/gpu.md)"
+    )
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -227,6 +257,10 @@ def _load_graph_module(path: Path) -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _all_on_host(feeds: list[dict[str, Any]]) -> bool:
+    return all(isinstance(v, np.ndarray) for feed in feeds for v in feed.values())
 
 
 def _stackable(feeds: list[dict[str, Array] | None]) -> bool:
