@@ -81,7 +81,9 @@ def model_stats(http_url: str) -> dict[str, float]:
             ("executions", version["execution_count"]),
             ("success", inference["success"]["count"]),
             ("queue_ns", inference["queue"]["ns"]),
-            ("compute_ns", inference["compute_infer"]["ns"]),
+            # Per execution: inference_stats' compute_infer adds a batch's time once for each
+            # request in it, batch_stats once per execution.
+            ("compute_ns", sum(int(b["compute_infer"]["ns"]) for b in version["batch_stats"])),
         ):
             total[key] = total.get(key, 0.0) + float(value)
     return total

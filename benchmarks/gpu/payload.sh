@@ -4,7 +4,9 @@
 # is 3.12, so the wheels are fetched for cp312.
 #   - triton.tar.xz: the nvidia-pytriton wheel's tritonserver, its vendored libraries and the
 #     python-backend stub for 3.12 (the other stubs and their libpython left out: ~27 MB)
-#   - whl/: tritonclient, python-rapidjson, protobuf and grpcio, as the launcher imports them
+#   - whl/: tritonclient, python-rapidjson, protobuf and grpcio, as the launcher imports them,
+#     and numpy 1.26 for the stub (the machine's numpy 2 breaks the stub's tensors: docs/gpu.md)
+#     with an ml_dtypes built for it (tritonclient and onnx import ml_dtypes)
 #   - bin/: wrk and its LuaJIT
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +24,8 @@ fetch() {
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$@"
 }
 fetch .gpu/whl "protobuf==$(version protobuf)" "grpcio==$(version grpcio)" \
-    "tritonclient==$(version tritonclient)" "python-rapidjson==$(version python-rapidjson)"
+    "tritonclient==$(version tritonclient)" "python-rapidjson==$(version python-rapidjson)" \
+    "numpy==$(version numpy)" "ml_dtypes==$(version ml_dtypes)"
 cp "$(command -v wrk)" .gpu/bin/
 cp -L /lib/x86_64-linux-gnu/libluajit-5.1.so.2 .gpu/bin/
 du -sh .gpu

@@ -1,14 +1,17 @@
 """benchmarks.gpu_triton's own checks against a real Triton (CPU instance): the score check,
-the statistics it reads, and its report. The GPU rows need a GPU machine (docs/gpu.md)."""
+the statistics it reads, and its report; and benchmarks.gpu.probe's transport check. The GPU
+rows need a GPU machine (docs/gpu.md)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import gpu_triton
+from benchmarks.gpu import probe
 from benchmarks.run import ROOT
 from triton_launcher.launcher import TritonServer
 
@@ -58,3 +61,21 @@ def test_report_lists_every_run_and_the_score_check() -> None:
     assert "| cpu | onnxruntime CPU |" in text
     assert "- gpu: ready in 5.0 s (warm-up included)" in text
     assert "max |score - onnxruntime CPU| over 256 rows 1.0e-07" in text
+
+
+def test_probe_gets_back_the_values_it_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    assert probe.main(["--label", "ci"]) == 0
+
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("ci | python 3.")
+    assert f"numpy {np.__version__}" in line
+    assert line.endswith("| ok")
+
+
+def test_probe_says_what_came_back_when_it_is_wrong() -> None:
+    assert probe.verdict(200, {"OUT": [0.0] * 16, "SEEN": [0.0] * 16}).startswith("WRONG")
+    assert probe.verdict(500, "output tensor shape does not match") == (
+        "WRONG: HTTP 500, output tensor shape does not match"
+    )
+    right = {"OUT": [v * 2 + 1 for v in probe.VALUES], "SEEN": list(probe.VALUES)}
+    assert probe.verdict(200, right) == "ok"
