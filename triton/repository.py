@@ -30,8 +30,6 @@ CONFIG_FILENAME: Final = "config.pbtxt"
 ADAPTER_SOURCE: Final = Path(__file__).parent / "adapters" / "onnx_model.py"
 # The python backend loads `<version>/model.py` unless default_model_filename says otherwise.
 ADAPTER_FILENAME: Final = "model.py"
-FORCE_CPU_ONLY_INPUTS_PARAMETER: Final = "FORCE_CPU_ONLY_INPUT_TENSORS"
-"""The python backend's switch: "no" lets GPU instances receive inputs in GPU memory."""
 GRAPH_SOURCE: Final = Path(__file__).parent / "adapters" / "onnx_graph.py"
 """Installed beside the adapter: runs the graph with torch on a KIND_GPU instance."""
 # Parameter through which the adapter learns which ONNX file to load (the onnxruntime backend's
@@ -117,10 +115,6 @@ def adapt_config(config: mc.ModelConfig, *, gpu: bool = False) -> tuple[mc.Model
         _to_cpu_instances(adapted, notes)
     elif any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in adapted.instance_group):
         notes.append("KIND_GPU instances kept: the adapter runs on their GPUs")
-        if needs_onnx_adapter(config):
-            # Inputs where Triton has them (GPU memory for a GPU instance): the adapter takes
-            # them through DLPack instead of a copy to the host and back.
-            adapted.parameters[FORCE_CPU_ONLY_INPUTS_PARAMETER].string_value = "no"
     # TensorRT and CUDA graphs belong to the native backend, on a GPU as well.
     _drop_gpu_optimizations(adapted, notes)
     return adapted, notes

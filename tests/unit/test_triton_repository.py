@@ -10,7 +10,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 from triton_launcher.errors import RepositoryError
 from triton_launcher.repository import (
     ADAPTER_SOURCE,
-    FORCE_CPU_ONLY_INPUTS_PARAMETER,
     GRAPH_SOURCE,
     ONNX_FILENAME_PARAMETER,
     adapt_config,
@@ -114,15 +113,8 @@ def test_adapt_config_for_a_gpu_keeps_the_gpu_instances_and_drops_tensorrt(
     assert not adapted.optimization.execution_accelerators.gpu_execution_accelerator
     assert any("KIND_GPU instances kept" in note for note in notes)
     assert not any("KIND_GPU -> KIND_CPU" in note for note in notes)
-    assert adapted.parameters[FORCE_CPU_ONLY_INPUTS_PARAMETER].string_value == "no"
-
-
-def test_adapt_config_for_the_cpu_leaves_inputs_on_the_host(
-    production_config: mc.ModelConfig,
-) -> None:
-    adapted, _ = adapt_config(production_config)
-
-    assert FORCE_CPU_ONLY_INPUTS_PARAMETER not in adapted.parameters
+    # The adapter takes host arrays: the python backend's default hands it host tensors.
+    assert "FORCE_CPU_ONLY_INPUT_TENSORS" not in adapted.parameters
 
 
 def test_adapt_config_drops_gpu_accelerators_and_says_so(

@@ -6,11 +6,11 @@ uses the native onnxruntime backend (which the nvidia-pytriton wheel does not sh
 names and dtypes come from the model config, so the model looks the same to clients.
 
 On a GPU it runs the graph with torch on that device (`onnx_graph.py`, installed beside this
-file). Inputs a client sent in host memory (HTTP, gRPC) are concatenated on the host and cross
-to the GPU as one copy per input, and the outputs come back as one copy each, however many
-requests the batch holds. Inputs already in GPU memory (CUDA shared memory: the launcher sets
-``FORCE_CPU_ONLY_INPUT_TENSORS: no``) stay there, and their outputs leave through DLPack.
-Without torch and CUDA the load fails and says why, rather than quietly computing on the CPU.
+file), behind the same numpy-in, numpy-out interface: a batch's inputs, concatenated on the
+host, cross to the GPU as one copy per input and the outputs come back as one copy each, however
+many requests the batch holds. (Triton hands the stub host tensors: the python backend's
+default, which also copies any input a client put in GPU memory.) Without torch and CUDA the
+load fails and says why, rather than quietly computing on the CPU.
 
 `execute` concatenates the rows of all requests of a dynamic batch, runs the session once and
 splits the outputs back: that single run is what makes dynamic batching pay off.
@@ -70,7 +70,6 @@ class TritonPythonModel:
         model_path = Path(args["model_repository"]) / args["model_version"] / filename
         on_gpu = args.get("model_instance_kind", "CPU") == "GPU"
         device_id = int(args.get("model_instance_device_id", "0") or 0)
-        self.torch: Any = None
         engine = "onnxruntime"
         try:
             if not on_gpu:
@@ -95,13 +94,6 @@ class TritonPythonModel:
                     raise RuntimeError(
                         f"KIND_GPU instance, but torch cannot use GPU {device_id}: {e}"
                     ) from e
-                import torch
-
-                self.torch = torch
-                # Derived once: converting a numpy dtype takes an allocation.
-                self.output_dtypes = [
-                    torch.from_numpy(np.empty(0, dtype=dtype)).dtype for _, dtype in self.outputs
-                ]
                 self.session = graph.GraphSession(model_path, backend)
                 self.runs_on = backend.name
         except Exception as e:  # ORT raises several unrelated types for unreadable models
@@ -156,29 +148,14 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"model {self.model_name}: input {name!r} is missing")
-            array = tensor.as_numpy() if tensor.is_cpu() else self._from_gpu(name, tensor)
-            if _dtype_name(array.dtype) != dtype.name:
+            array = tensor.as_numpy()
+            if array.dtype != dtype:
                 raise ValueError(
-                    f"model {self.model_name}: input {name!r} has dtype "
-                    f"{_dtype_name(array.dtype)}, expected {dtype}"
+                    f"model {self.model_name}: input {name!r} has dtype {array.dtype}, "
+                    f"expected {dtype}"
                 )
             feed[name] = array
         return feed
-
-    def _from_gpu(self, name: str, tensor: Any) -> Any:
-        """An input Triton holds in GPU memory, as a torch tensor there (no copy)."""
-        if self.torch is None:
-            raise ValueError(
-                f"model {self.model_name}: input {name!r} is in GPU memory, but "
-                f"this instance runs on {self.runs_on}"
-            )
-        return self.torch.utils.dlpack.from_dlpack(tensor.to_dlpack())
-
-    def _on_device(self, value: Any) -> Any:
-        """A host array or a GPU tensor, as a tensor on the instance's GPU."""
-        if isinstance(value, np.ndarray):
-            return self.session.backend.to_tensor(value)
-        return value
 
     def _run_batched(
         self,
@@ -188,41 +165,24 @@ class TritonPythonModel:
     ) -> None:
         present = [f for f in (feeds[i] for i in indices) if f is not None]
         rows = [int(next(iter(f.values())).shape[0]) for f in present]
-        if not _all_on_host(present):
-            merged = {
-                n: self.torch.cat([self._on_device(f[n]) for f in present]) for n, _ in self.inputs
-            }
-            results = self.session.run_tensors(self.output_names, merged)
-            per_output = [self.torch.split(result, rows) for result in results]
-        else:
-            merged = {n: np.concatenate([f[n] for f in present]) for n, _ in self.inputs}
-            results = self.session.run(self.output_names, merged)
-            bounds = np.cumsum(rows)[:-1]
-            per_output = [np.split(result, bounds) for result in results]
+        merged = {n: np.concatenate([f[n] for f in present]) for n, _ in self.inputs}
+        results = self.session.run(self.output_names, merged)
+        bounds = np.cumsum(rows)[:-1]
+        per_output = [np.split(result, bounds) for result in results]
         for position, i in enumerate(indices):
             responses[i] = self._response([parts[position] for parts in per_output])
 
     def _run_single(self, feed: dict[str, Array] | None) -> Any:
         try:
-            if feed is not None and not _all_on_host([feed]):
-                on_device = {n: self._on_device(v) for n, v in feed.items()}
-                return self._response(self.session.run_tensors(self.output_names, on_device))
-            # Host arrays in and out: onnxruntime, or the GPU graph with one copy each way.
             return self._response(self.session.run(self.output_names, feed))
         except Exception as e:  # ORT's errors (bad shape, bad values) become the response
             return _error_response(f"model {self.model_name}: {self.runs_on} failed: {e}")
 
-    def _response(self, results: list[Any]) -> Any:
-        tensors = []
-        for index, ((name, dtype), result) in enumerate(zip(self.outputs, results, strict=True)):
-            if isinstance(result, np.ndarray):
-                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(result, dtype=dtype)))
-            else:
-                # A fresh tensor: a split is a view at an offset into the batch's output.
-                fresh = result.to(self.output_dtypes[index]).clone()
-                tensors.append(
-                    pb_utils.Tensor.from_dlpack(name, self.torch.utils.dlpack.to_dlpack(fresh))
-                )
+    def _response(self, results: list[Array]) -> Any:
+        tensors = [
+            pb_utils.Tensor(name, np.ascontiguousarray(result, dtype=dtype))
+            for (name, dtype), result in zip(self.outputs, results, strict=True)
+        ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def finalize(self) -> None:
@@ -241,11 +201,6 @@ def numpy_refusal(version: str, location: str) -> str | None:
     )
 
 
-def _dtype_name(dtype: Any) -> str:
-    """numpy's name for a numpy or torch dtype ("float32" for torch.float32)."""
-    return str(dtype).removeprefix("torch.")
-
-
 def _load_graph_module(path: Path) -> Any:
     """``onnx_graph`` from beside this file: loaded by path, so it does not depend on what the
     python backend puts on ``sys.path``."""
@@ -257,10 +212,6 @@ def _load_graph_module(path: Path) -> Any:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def _all_on_host(feeds: list[dict[str, Any]]) -> bool:
-    return all(isinstance(v, np.ndarray) for feed in feeds for v in feed.values())
 
 
 def _stackable(feeds: list[dict[str, Array] | None]) -> bool:
