@@ -13,13 +13,12 @@ Exit status 0 when the values came back right, 1 when not, 2 when Triton did not
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import textwrap
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+import httpx
 
 from triton_launcher.errors import TritonLaunchError
 from triton_launcher.launcher import TritonServer
@@ -79,17 +78,11 @@ def write_repository(root: Path) -> Path:
 
 def ask(http_url: str) -> tuple[int, dict[str, list[float]] | str]:
     body = {"inputs": [{"name": "IN", "shape": [len(VALUES)], "datatype": "FP32", "data": VALUES}]}
-    request = urllib.request.Request(
-        f"{http_url}/v2/models/{MODEL}/infer",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode(errors="replace")[:300]
-    return 200, {o["name"]: o.get("data", []) for o in answer.get("outputs", [])}
+    response = httpx.post(f"{http_url}/v2/models/{MODEL}/infer", json=body, timeout=10)
+    if response.is_error:
+        return response.status_code, response.text[:300]
+    outputs = response.json().get("outputs", [])
+    return response.status_code, {o["name"]: o.get("data", []) for o in outputs}
 
 
 def stub_line(log: str) -> str:

@@ -168,21 +168,15 @@ class GraphSession:
         self, output_names: Sequence[str], feed: Mapping[str, np.ndarray[Any, Any]]
     ) -> list[np.ndarray[Any, Any]]:
         """numpy in, numpy out, whatever the backend computes on."""
-        backend = self.backend
-        with backend.running():
-            tensors = {name: backend.to_tensor(feed[name]) for name in feed}
-            return [backend.to_numpy(t) for t in self.run_tensors(output_names, tensors)]
-
-    def run_tensors(self, output_names: Sequence[str], feed: Mapping[str, Tensor]) -> list[Tensor]:
-        """The backend's tensors in and out (on the GPU, no copy to the host)."""
         missing = [name for name in self.input_names if name not in feed]
         if missing:
             raise ValueError(f"inputs {missing} are missing")
-        with self.backend.running():
+        backend = self.backend
+        with backend.running():
             values: dict[str, Tensor] = dict(self._constants)
             for name in self.input_names:
-                values[name] = feed[name]
+                values[name] = backend.to_tensor(feed[name])
             for node in self._nodes:
                 # An empty name is an omitted optional input (Gemm's C).
                 values[node.output] = node.op([values[n] if n else None for n in node.inputs])
-            return [values[name] for name in output_names]
+            return [backend.to_numpy(values[name]) for name in output_names]
