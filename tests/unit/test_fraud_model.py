@@ -136,6 +136,9 @@ def test_triton_config_is_production_ready(triton_config: model_config_pb2.Model
     assert triton_config.backend == "onnxruntime"
     assert triton_config.max_batch_size == 1024
     assert triton_config.HasField("dynamic_batching")
+    # Callers batch on their side; a delay here makes every gateway call wait at an idle
+    # instance (docs/measurements.md).
+    assert triton_config.dynamic_batching.max_queue_delay_microseconds == 0
     assert [g.kind for g in triton_config.instance_group] == [
         model_config_pb2.ModelInstanceGroup.KIND_GPU
     ]
