@@ -319,6 +319,25 @@ def without_queue_policy(repository: Path, into: Path) -> Path:
     return copy
 
 
+_QUEUE_DELAY = re.compile(r"max_queue_delay_microseconds:\s*(\d+)")
+
+
+def queue_delay_us(repository: Path, model: str = "fraud_scorer") -> int:
+    """The dynamic batcher's queue delay in ``model``'s config (0 when it sets none)."""
+    found = _QUEUE_DELAY.search((repository / model / "config.pbtxt").read_text())
+    return int(found.group(1)) if found else 0
+
+
+def set_queue_delay(repository: Path, delay_us: int) -> None:
+    """Make every config of ``repository`` (a copy: it is rewritten in place) batch with
+    ``delay_us`` of queue delay."""
+    for config in repository.glob("*/config.pbtxt"):
+        text = config.read_text()
+        if not _QUEUE_DELAY.search(text):
+            raise ValueError(f"{config}: no max_queue_delay_microseconds to set")
+        config.write_text(_QUEUE_DELAY.sub(f"max_queue_delay_microseconds: {delay_us}", text))
+
+
 def _workers(n: int) -> str:
     return f"{n} uvicorn worker{'s' if n != 1 else ''}"
 
@@ -363,6 +382,15 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
             "measured 2026-11-23), which would make the baseline Triton's worst case. The "
             "gateway's deadlines do not depend on it; not measured on GPU builds."
         ),
+        f"- Triton queue delay: the gateway's Triton serves the shipped config "
+        f"(`max_queue_delay_microseconds: {queue_delay_us(ROOT / 'model_repository')}`: the "
+        "gateway batches its misses itself). (a) runs on a Triton of its own, the same model "
+        f"with {args.direct_queue_delay_us} µs (`--direct-queue-delay-us`), as a client "
+        "sending single rows would configure it: on this box direct Triton's req/s at "
+        "saturation, which the ratios divide by, was about the same at 500 µs as at 0 or up "
+        "to 14% higher, and its latency at a moderate rate up to ~0.5 ms higher, which no "
+        "target compares (`python -m benchmarks.queue_delay` measures both paths at both "
+        "settings; docs/measurements.md).",
         f"- Saturation: `{wrk_version.split(chr(10))[0].strip()}` `-t{args.threads} "
         f"-c{args.connections} -d{args.duration:g}s` after a 2 s warm-up, Lua scripts varying "
         "the entity id per request.",
@@ -532,16 +560,34 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve the model config as shipped, default_queue_policy included (see the report)",
     )
+    parser.add_argument(
+        "--direct-queue-delay-us",
+        type=int,
+        default=500,
+        help="queue delay of the Triton that (a) calls directly (the gateway's Triton keeps the "
+        "shipped config's)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("error: wrk not found on PATH (apt-get install -y wrk)", file=sys.stderr)
         return 1
 
     redis = RedisServer()
-    repository = ROOT / "model_repository"
-    if not args.keep_queue_policy:
-        repository = without_queue_policy(repository, Path(tempfile.mkdtemp(prefix="gw-repo-")))
-    triton = TritonServer(repository, cache_size_bytes=0)
+    scratch = Path(tempfile.mkdtemp(prefix="gw-repo-"))
+    repositories = []
+    for name in ("gateway", "direct"):
+        shipped = ROOT / "model_repository"
+        if args.keep_queue_policy:
+            copy = scratch / name / "model_repository"
+            shutil.copytree(shipped, copy)
+        else:
+            copy = without_queue_policy(shipped, scratch / name)
+        repositories.append(copy)
+    set_queue_delay(repositories[1], args.direct_queue_delay_us)
+    triton = TritonServer(repositories[0], cache_size_bytes=0)
+    # Direct callers get a Triton of their own, batching as a single-row client would want it:
+    # the baseline is direct Triton at its best, not at the gateway's setting.
+    direct_triton = TritonServer(repositories[1], cache_size_bytes=0)
     gateway: GatewayProcess | None = None
     reference: subprocess.Popen[bytes] | None = None
     lua_dir = Path(tempfile.mkdtemp(prefix="gw-bench-lua-"))
@@ -549,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         print("starting redis + triton ...", flush=True)
         redis.start()
         triton.start()
+        direct_triton.start()
         print(f"loaded {asyncio.run(load_demo(redis.url))} demo entities", flush=True)
         gateway = GatewayProcess(
             spec_path=SPEC, redis_url=redis.url, triton_url=triton.grpc_url, workers=args.workers
@@ -557,7 +604,9 @@ def main(argv: list[str] | None = None) -> int:
         assert gateway._process is not None
         assert redis._process is not None
         triton_pid, redis_pid = triton.pid, redis._process.pid
+        direct_pid = direct_triton.pid
         assert triton_pid is not None
+        assert direct_pid is not None
         gw_pid, ref_pid = gateway._process.pid, reference.pid
         print(f"prewarming {args.hit_entities} entities in the prediction cache ...", flush=True)
         prewarm(gateway.url, args.hit_entities, gateway.headers)
@@ -565,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         backend = [redis_pid, triton_pid]
         key = gateway.api_key
         targets = [
-            Target("a", "(a) direct Triton", triton.http_url, LUA_TRITON, "triton",
-                   [triton_pid], [triton_pid]),
+            Target("a", "(a) direct Triton", direct_triton.http_url, LUA_TRITON, "triton",
+                   [direct_pid], [direct_pid]),
             Target("b", "(b) gateway miss", gateway.url,
                    gateway_lua(10_000, ',"cache":"bypass"', key), "bypass", [gw_pid],
                    [gw_pid, *backend], api_key=key),
@@ -591,8 +640,10 @@ def main(argv: list[str] | None = None) -> int:
         if gateway is not None:
             gateway.stop()
         triton.stop()
+        direct_triton.stop()
         redis.close()
         shutil.rmtree(lua_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
