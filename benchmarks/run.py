@@ -387,10 +387,10 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
         "gateway batches its misses itself). (a) runs on a Triton of its own, the same model "
         f"with {args.direct_queue_delay_us} µs (`--direct-queue-delay-us`), as a client "
         "sending single rows would configure it: on this box direct Triton's req/s at "
-        "saturation, which the ratios divide by, was about the same at 500 µs as at 0 or up "
-        "to 14% higher, and its latency at a moderate rate up to ~0.5 ms higher, which no "
-        "target compares (`python -m benchmarks.queue_delay` measures both paths at both "
-        "settings; docs/measurements.md).",
+        "saturation, which the ratios divide by, was about the same with 500 µs as with 0 or "
+        "higher, and its latency at a moderate rate higher, which no target compares "
+        "(`python -m benchmarks.queue_delay` measures both paths at both settings; "
+        "docs/measurements.md).",
         f"- Saturation: `{wrk_version.split(chr(10))[0].strip()}` `-t{args.threads} "
         f"-c{args.connections} -d{args.duration:g}s` after a 2 s warm-up, Lua scripts varying "
         "the entity id per request.",
@@ -585,8 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         repositories.append(copy)
     set_queue_delay(repositories[1], args.direct_queue_delay_us)
     triton = TritonServer(repositories[0], cache_size_bytes=0)
-    # Direct callers get a Triton of their own, batching as a single-row client would want it:
-    # the baseline is direct Triton at its best, not at the gateway's setting.
+    # Direct callers get a Triton of their own, batching as a single-row client would set it
+    # up: the gateway's setting (no queue delay) would make the baseline no faster and at
+    # times slower (docs/measurements.md), and so flatter the ratios.
     direct_triton = TritonServer(repositories[1], cache_size_bytes=0)
     gateway: GatewayProcess | None = None
     reference: subprocess.Popen[bytes] | None = None
