@@ -46,8 +46,8 @@ def test_a_config_without_a_delay_to_set_is_refused(tmp_path: Path) -> None:
 
 
 def test_figures_are_per_request_and_per_execution_between_two_readings() -> None:
-    # Shaped as one model's entry of Triton's /v2/models/{m}/stats (numbers arrive as strings
-    # or ints depending on the field).
+    # Shaped as one model's entry of Triton's /v2/models/{m}/stats. Triton writes the counters
+    # as JSON numbers; protobuf's JSON form of a uint64 is a string, which is read alike.
     def stats(count: int, ns: int, executions: int, rows: int) -> dict[str, object]:
         return {
             "execution_count": str(executions),
