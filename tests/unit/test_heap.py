@@ -27,12 +27,15 @@ def test_frozen_objects_leave_the_generations_and_later_ones_do_not(unfrozen: No
     before = [[1], [2]]
     assert tracked(before)
     frozen = freeze_startup_heap()
-    assert frozen == gc.get_freeze_count() > 0
+    # Frozen objects are still freed by reference counting (other threads of this process
+    # drop some at any time), so the count only ever shrinks from what was frozen.
+    assert 0 < gc.get_freeze_count() <= frozen
     assert not tracked(before)
     after = [[3]]
     assert tracked(after)
     gc.collect()
-    assert gc.get_freeze_count() == frozen, "a collection must not thaw the frozen heap"
+    assert not tracked(before), "a collection must not thaw the frozen heap"
+    assert gc.get_freeze_count() > frozen // 2
 
 
 class Node:
