@@ -1,6 +1,8 @@
 """``python -m benchmarks.run``: direct Triton vs gateway (miss / hit) vs a reference gateway.
 
-Starts Redis, Triton (response cache OFF) and loads the demo features, then the gateway and
+Starts Redis, two Tritons (response cache OFF: one serving the shipped model config to the
+gateways, one for direct calls with the queue delay a single-row client would set,
+``--direct-queue-delay-us``) and loads the demo features, then the gateway and
 ``benchmarks/reference_gateway.py`` with the same number of uvicorn workers (``--workers``,
 default one per core, as the Helm chart deploys the gateway). ``--rounds`` times (default 3),
 alternating the targets, and the report gives the median of each figure. For each target:
