@@ -29,8 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from benchmarks.gpu_triton import model_stats
 from benchmarks.run import (
     LUA_COMMON,
     LUA_TRITON,
@@ -47,8 +46,6 @@ from devstack.gateway_process import GatewayProcess
 from devstack.redis_server import RedisServer
 from triton_launcher.launcher import TritonServer
 
-MODEL = "fraud_scorer"
-
 
 @dataclass(frozen=True)
 class QueueFigures:
@@ -58,35 +55,16 @@ class QueueFigures:
     """Requests Triton merged into one execution: for the gateway, its calls (each a batch)."""
 
 
-def triton_counters(stats: Mapping[str, object]) -> tuple[int, int, int, int]:
-    """(queued requests, their queue ns, executions, rows) from one model's entry of Triton's
-    ``/v2/models/{m}/stats``."""
-    inference = stats["inference_stats"]
-    assert isinstance(inference, dict)
-    queue = inference["queue"]
-    return (
-        int(queue["count"]),
-        int(queue["ns"]),
-        int(str(stats["execution_count"])),
-        int(str(stats["inference_count"])),
+def queue_figures(before: Mapping[str, float], after: Mapping[str, float]) -> QueueFigures:
+    """Between two readings of :func:`benchmarks.gpu_triton.model_stats`."""
+    requests, queue_ns, executions, rows = (
+        after[k] - before[k] for k in ("success", "queue_ns", "executions", "inferences")
     )
-
-
-def queue_figures(
-    before: tuple[int, int, int, int], after: tuple[int, int, int, int]
-) -> QueueFigures:
-    requests, queue_ns, executions, rows = (b - a for a, b in zip(before, after, strict=True))
     return QueueFigures(
         queue_us_per_request=queue_ns / max(requests, 1) / 1000,
         rows_per_execution=rows / max(executions, 1),
         requests_per_execution=requests / max(executions, 1),
     )
-
-
-def _counters(http_url: str) -> tuple[int, int, int, int]:
-    reply = httpx.get(f"{http_url}/v2/models/{MODEL}/stats", timeout=10)
-    reply.raise_for_status()
-    return triton_counters(reply.json()["model_stats"][0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             ).start()  # fmt: skip
         direct_lua = scratch / "direct.lua"
         direct_lua.write_text(LUA_COMMON + LUA_TRITON)
+        miss_lua = {delay: scratch / f"miss-{delay}.lua" for delay in delays}
+        for delay, script in miss_lua.items():
+            key = gateways[delay].api_key
+            script.write_text(LUA_COMMON + gateway_lua(10_000, ',"cache":"bypass"', key))
         results: dict[tuple[str, int], list[dict[str, float]]] = {}
         for n in range(args.rounds):
             order = delays if n % 2 == 0 else delays[::-1]
@@ -131,14 +113,12 @@ def main(argv: list[str] | None = None) -> int:
                         url, lua = triton.http_url, direct_lua
                         pids = [triton.pid or 0]
                     else:
-                        url, lua = gateway.url, scratch / f"miss-{delay}.lua"
-                        lua.write_text(LUA_COMMON + gateway_lua(
-                            10_000, ',"cache":"bypass"', gateway.api_key))  # fmt: skip
+                        url, lua = gateway.url, miss_lua[delay]
                         pids = [gateway.pid or 0, triton.pid or 0]
                     run_wrk(url, lua, args.connections, 1, 2)
-                    before, cpu0 = _counters(triton.http_url), cpu_seconds(pids)
+                    before, cpu0 = model_stats(triton.http_url), cpu_seconds(pids)
                     sat = run_wrk(url, lua, args.connections, args.duration, 2)
-                    cpu1, after = cpu_seconds(pids), _counters(triton.http_url)
+                    cpu1, after = cpu_seconds(pids), model_stats(triton.http_url)
                     queue = queue_figures(before, after)
                     figures = {
                         "rps": sat["rps"],

@@ -576,21 +576,22 @@ def main(argv: list[str] | None = None) -> int:
 
     redis = RedisServer()
     scratch = Path(tempfile.mkdtemp(prefix="gw-repo-"))
-    repositories = []
-    for name in ("gateway", "direct"):
-        shipped = ROOT / "model_repository"
-        if args.keep_queue_policy:
-            copy = scratch / name / "model_repository"
-            shutil.copytree(shipped, copy)
-        else:
-            copy = without_queue_policy(shipped, scratch / name)
-        repositories.append(copy)
-    set_queue_delay(repositories[1], args.direct_queue_delay_us)
-    triton = TritonServer(repositories[0], cache_size_bytes=0)
+
+    def served(name: str) -> Path:
+        """A copy of the shipped repository, queue policy removed unless kept."""
+        if not args.keep_queue_policy:
+            return without_queue_policy(ROOT / "model_repository", scratch / name)
+        copy = scratch / name / "model_repository"
+        shutil.copytree(ROOT / "model_repository", copy)
+        return copy
+
+    triton = TritonServer(served("gateway"), cache_size_bytes=0)
     # Direct callers get a Triton of their own, batching as a single-row client would set it
     # up: the gateway's setting (no queue delay) would make the baseline no faster and at
     # times slower (docs/measurements.md), and so flatter the ratios.
-    direct_triton = TritonServer(repositories[1], cache_size_bytes=0)
+    direct_repository = served("direct")
+    set_queue_delay(direct_repository, args.direct_queue_delay_us)
+    direct_triton = TritonServer(direct_repository, cache_size_bytes=0)
     gateway: GatewayProcess | None = None
     reference: subprocess.Popen[bytes] | None = None
     lua_dir = Path(tempfile.mkdtemp(prefix="gw-bench-lua-"))

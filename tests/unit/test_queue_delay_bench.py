@@ -1,5 +1,5 @@
 """The queue delay a benchmark serves the model with, and the figures
-``benchmarks.queue_delay`` reads from Triton."""
+``benchmarks.queue_delay`` derives from Triton's statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.queue_delay import queue_figures, triton_counters
+from benchmarks.queue_delay import queue_figures
 from benchmarks.run import ROOT, queue_delay_us, set_queue_delay, without_queue_policy
 from triton_launcher.repository import parse_config
 
@@ -46,17 +46,12 @@ def test_a_config_without_a_delay_to_set_is_refused(tmp_path: Path) -> None:
 
 
 def test_figures_are_per_request_and_per_execution_between_two_readings() -> None:
-    # Shaped as one model's entry of Triton's /v2/models/{m}/stats. Triton writes the counters
-    # as JSON numbers; protobuf's JSON form of a uint64 is a string, which is read alike.
-    def stats(count: int, ns: int, executions: int, rows: int) -> dict[str, object]:
-        return {
-            "execution_count": str(executions),
-            "inference_count": rows,
-            "inference_stats": {"queue": {"count": count, "ns": str(ns)}},
-        }
+    # Two readings of benchmarks.gpu_triton.model_stats (Triton's cumulative counters).
+    def stats(count: int, ns: int, executions: int, rows: int) -> dict[str, float]:
+        return {"success": count, "queue_ns": ns, "executions": executions, "inferences": rows}
 
-    before = triton_counters(stats(100, 9_000_000, 40, 700))
-    after = triton_counters(stats(400, 189_000_000, 140, 1_500))
+    before = stats(100, 9_000_000, 40, 700)
+    after = stats(400, 189_000_000, 140, 1_500)
 
     figures = queue_figures(before, after)
     assert figures.queue_us_per_request == pytest.approx(600.0)  # 180 ms over 300 requests
@@ -65,6 +60,6 @@ def test_figures_are_per_request_and_per_execution_between_two_readings() -> Non
 
 
 def test_no_traffic_between_readings_gives_zeros_not_a_division_error() -> None:
-    same = (5, 1_000, 2, 10)
+    same = {"success": 5.0, "queue_ns": 1_000.0, "executions": 2.0, "inferences": 10.0}
     figures = queue_figures(same, same)
     assert (figures.queue_us_per_request, figures.rows_per_execution) == (0.0, 0.0)
