@@ -5,13 +5,15 @@ gateways, one for direct calls with the queue delay a single-row client would se
 ``--direct-queue-delay-us``) and loads the demo features, then the gateway and
 ``benchmarks/reference_gateway.py`` with the same number of uvicorn workers (``--workers``,
 default one per core, as the Helm chart deploys the gateway). ``--rounds`` times (default 3),
-alternating the targets, and the report gives the median of each figure. For each target:
+and the report gives the median of each figure. For each target and round:
 
-* throughput at saturation: ``wrk -t2 -c<connections> -d<duration>`` with a generated Lua
-  script that varies the entity id (gateway) or the ``amount`` input (direct Triton, so no
-  two requests carry the same tensor) per request;
+* throughput at saturation: ``wrk -t2 -c<connections>`` with a generated Lua script that
+  varies the entity id (gateway) or the ``amount`` input (direct Triton, so no two requests
+  carry the same tensor) per request, in ``--slices`` slices of ``<duration>/<slices>``
+  seconds, the targets interleaved slice by slice (the machine's speed drifts within seconds,
+  and the ratios are meant to compare the targets, not two moments);
 * server CPU per request: utime+stime of the server processes and all their descendants from
-  ``/proc/<pid>/stat`` before/after the saturation run, divided by the requests completed;
+  ``/proc/<pid>/stat`` around each slice, divided by the requests completed;
 * p50/p99 at a fixed moderate rate: ``benchmarks/openloop.py`` in its own process (wrk2 is not
   installed; wrk has no rate limit), open loop, latency from the scheduled send time.
 
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import platform
 import re
@@ -38,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -65,6 +69,14 @@ done = function(summary, latency, requests)
     summary.requests, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+  -- Every distinct latency (µs) and its count, so that slices of one measurement merge into
+  -- exact percentiles.
+  local seen = {}
+  for i = 1, #latency do
+    local value, count = latency(i)
+    seen[#seen + 1] = string.format("[%d,%d]", value, count)
+  end
+  io.write("HIST [" .. table.concat(seen, ",") .. "]\\n")
 end
 """
 
@@ -161,7 +173,17 @@ class Target:
     api_key: str | None = None
 
 
-def run_wrk(url: str, script: Path, connections: int, duration: float, threads: int) -> dict:
+def run_wrk(
+    url: str,
+    script: Path,
+    connections: int,
+    duration: float,
+    threads: int,
+    *,
+    histogram: bool = False,
+) -> dict[str, Any]:
+    """wrk's summary (its script's ``done``); with ``histogram``, also its latencies as
+    (µs, count) pairs under ``"histogram"``."""
     cmd = [
         shutil.which("wrk") or "wrk",
         f"-t{threads}",
@@ -175,15 +197,35 @@ def run_wrk(url: str, script: Path, connections: int, duration: float, threads: 
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("JSON "))
-    result = json.loads(line[5:])
+    result: dict[str, Any] = json.loads(line[5:])
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
     result["rps"] = float(rps.group(1)) if rps else result["requests"] / duration
+    if histogram:
+        line = next((x for x in out.stdout.splitlines() if x.startswith("HIST ")), "HIST []")
+        result["histogram"] = json.loads(line[5:])
     return result
+
+
+def percentile_ms(histogram: list[list[int]], p: float) -> float:
+    """wrk's percentile (its stats.c) over (latency µs, count) pairs, so merged slices give
+    what one run of wrk would have printed: the smallest latency whose cumulative count
+    reaches ``round(p / 100 * n + 0.5)``."""
+    n = sum(count for _, count in histogram)
+    if n == 0:
+        return 0.0
+    rank = math.floor(p / 100 * n + 0.5 + 0.5)  # C's round(), half away from zero
+    total = 0
+    ordered = sorted(histogram)
+    for value, count in ordered:
+        total += count
+        if total >= rank:
+            return value / 1000
+    return ordered[-1][0] / 1000  # p = 100: the rank is past the last request
 
 
 def run_openloop(
     url: str, kind: str, rate: float, duration: float, api_key: str | None = None
-) -> dict:
+) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "benchmarks.openloop", url, kind]
     cmd += ["--rate", str(rate), "--duration", str(duration)]
     if api_key:
@@ -191,49 +233,105 @@ def run_openloop(
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=duration + 60, check=True, cwd=ROOT
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
-def measure(t: Target, args: argparse.Namespace, lua_dir: Path) -> None:
-    script = lua_dir / f"{t.key}.lua"
-    script.write_text(LUA_COMMON + t.lua)
-    print(f"[{t.key}] warm-up 2s ...", flush=True)
-    run_wrk(t.url, script, args.connections, 2, args.threads)
+WARM_UP_S = 1
+"""Each slice's warm-up: its target sat idle while the others ran."""
+
+
+def saturate(t: Target, args: argparse.Namespace, script: Path, seconds: int) -> dict[str, Any]:
+    """One slice of ``t``'s saturation measurement, after a warm-up: what wrk counted and the
+    CPU and wall seconds it took."""
+    run_wrk(t.url, script, args.connections, WARM_UP_S, args.threads)
     time.sleep(0.5)
     server0, stack0 = cpu_seconds(t.server_pids), cpu_seconds(t.stack_pids)
     busy0, wrk0, wall0 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
-    sat = run_wrk(t.url, script, args.connections, args.duration, args.threads)
+    sat = run_wrk(t.url, script, args.connections, seconds, args.threads, histogram=True)
     busy1, wrk1, wall1 = machine_busy_seconds(), children_cpu_seconds(), time.monotonic()
     server1, stack1 = cpu_seconds(t.server_pids), cpu_seconds(t.stack_pids)
-    n = max(sat["requests"], 1)
-    print(f"[{t.key}] saturation: {sat}", flush=True)
-    time.sleep(0.5)
-    fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration, t.api_key)
-    print(f"[{t.key}] fixed {args.rate:g} req/s: {fixed}", flush=True)
-    t.rounds.append(
-        {
-            "rps": sat["rps"],
-            "sat_requests": sat["requests"],
-            "sat_errors": sat["non2xx"] + sat["socket_errors"],
-            "sat_p50_ms": sat["p50_ms"],
-            "sat_p99_ms": sat["p99_ms"],
-            "cpu_ms_server": (server1 - server0) / n * 1000,
-            "cpu_ms_stack": (stack1 - stack0) / n * 1000,
-            "wrk_cpu_s": wrk1 - wrk0,
-            # machine-wide busy CPU not accounted to the stack or wrk: other tenants, kernel
-            "other_cpu_s": (busy1 - busy0) - (stack1 - stack0) - (wrk1 - wrk0),
-            # under the core count: the target left cores idle (latency-bound, not CPU-bound)
-            "cores_busy": (busy1 - busy0) / (wall1 - wall0),
-            "fixed_rate": fixed["achieved_rate"],
-            "fixed_p50_ms": fixed["p50_ms"],
-            "fixed_p99_ms": fixed["p99_ms"],
-            "fixed_errors": fixed["errors"],
-        }
+    print(
+        f"[{t.key}] {seconds} s slice: {sat['rps']:,.0f} req/s, p50 {sat['p50_ms']:.2f} ms, "
+        f"p99 {sat['p99_ms']:.2f} ms, errors {sat['non2xx'] + sat['socket_errors']}",
+        flush=True,
     )
-    t.result = {
-        name: (sum if name.endswith("errors") else statistics.median)(r[name] for r in t.rounds)
-        for name in t.rounds[0]
+    return {
+        "requests": sat["requests"],
+        # wrk's own run time (its req/s divides by it), not the process's
+        "runtime_s": sat["requests"] / sat["rps"] if sat["rps"] else float(seconds),
+        "errors": sat["non2xx"] + sat["socket_errors"],
+        "histogram": sat["histogram"],
+        "server_s": server1 - server0,
+        "stack_s": stack1 - stack0,
+        "wrk_s": wrk1 - wrk0,
+        "busy_s": busy1 - busy0,
+        "wall_s": wall1 - wall0,
     }
+
+
+def round_figures(slices: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, float]:
+    """A target's figures for one round: its saturation slices summed (percentiles from their
+    merged latencies), and its fixed-rate run."""
+    n = max(sum(x["requests"] for x in slices), 1)
+    latencies = [pair for x in slices for pair in x["histogram"]]
+    server, stack = sum(x["server_s"] for x in slices), sum(x["stack_s"] for x in slices)
+    wrk, busy = sum(x["wrk_s"] for x in slices), sum(x["busy_s"] for x in slices)
+    return {
+        "rps": sum(x["requests"] for x in slices) / sum(x["runtime_s"] for x in slices),
+        "sat_requests": sum(x["requests"] for x in slices),
+        "sat_errors": sum(x["errors"] for x in slices),
+        "sat_p50_ms": percentile_ms(latencies, 50),
+        "sat_p99_ms": percentile_ms(latencies, 99),
+        "cpu_ms_server": server / n * 1000,
+        "cpu_ms_stack": stack / n * 1000,
+        "wrk_cpu_s": wrk,
+        # machine-wide busy CPU not accounted to the stack or wrk: other tenants, kernel
+        "other_cpu_s": busy - stack - wrk,
+        # under the core count: the target left cores idle (latency-bound, not CPU-bound)
+        "cores_busy": busy / sum(x["wall_s"] for x in slices),
+        "fixed_rate": fixed["achieved_rate"],
+        "fixed_p50_ms": fixed["p50_ms"],
+        "fixed_p99_ms": fixed["p99_ms"],
+        "fixed_errors": fixed["errors"],
+    }
+
+
+def measure_round(targets: list[Target], args: argparse.Namespace, lua_dir: Path) -> None:
+    """One round: every target's saturation slices interleaved (a b c d a b c d ...), then
+    each target's fixed-rate run.
+
+    This box's speed drifts within seconds (a process's CPU per request doubled between two
+    8 s runs, docs/measurements.md), so a target measured in one block is paired with another
+    measured 20 s later only loosely; interleaved slices spread the same drift over all."""
+    scripts = {}
+    for t in targets:
+        scripts[t.key] = lua_dir / f"{t.key}.lua"
+        scripts[t.key].write_text(LUA_COMMON + t.lua)
+    slices: dict[str, list[dict[str, Any]]] = {t.key: [] for t in targets}
+    for _ in range(args.slices):
+        for t in targets:
+            slices[t.key].append(saturate(t, args, scripts[t.key], slice_seconds(args)))
+    for t in targets:
+        time.sleep(0.5)
+        fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration, t.api_key)
+        print(f"[{t.key}] fixed {args.rate:g} req/s: {fixed}", flush=True)
+        t.rounds.append(round_figures(slices[t.key], fixed))
+        t.result = {
+            name: (sum if name.endswith("errors") else statistics.median)(r[name] for r in t.rounds)
+            for name in t.rounds[0]
+        }
+
+
+def slice_seconds(args: argparse.Namespace) -> int:
+    """Seconds per saturation slice: wrk takes whole seconds only."""
+    seconds = args.duration / args.slices
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError(
+            f"--duration {args.duration:g} does not split into {args.slices} slices of whole "
+            "seconds"
+        )
+    return int(seconds)
 
 
 def prewarm(url: str, n: int, headers: dict[str, str] | None = None) -> None:
@@ -394,8 +492,11 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
         "(`python -m benchmarks.queue_delay` measures both paths at both settings; "
         "docs/measurements.md).",
         f"- Saturation: `{wrk_version.split(chr(10))[0].strip()}` `-t{args.threads} "
-        f"-c{args.connections} -d{args.duration:g}s` after a 2 s warm-up, Lua scripts varying "
-        "the entity id per request.",
+        f"-c{args.connections}`, Lua scripts varying the entity id per request; per target and "
+        f"round {args.slices} slices of `-d{slice_seconds(args)}s`, each after a "
+        f"{WARM_UP_S} s warm-up, the targets interleaved slice by slice (a b c d a b c d ...) "
+        "because this box's speed drifts within seconds; a round's figures sum its slices "
+        "(p50/p99 from their merged latencies, as wrk computes them).",
         f"- Fixed rate: {args.rate:g} req/s for {args.duration:g} s, open loop "
         "(`benchmarks/openloop.py`, its own process, 64 keep-alive connections; latency from "
         "the *scheduled* send time, so queueing is counted). wrk2 is not installed, and wrk "
@@ -403,8 +504,8 @@ def machine_header(args: argparse.Namespace, triton_cache: int) -> list[str]:
         "- The gateway runs as deployed, API-key auth on (each request carries its key; "
         "docs/security.md measures what auth costs); the reference gateway has no auth.",
         "- CPU/request: utime+stime from `/proc/<pid>/stat` of the process tree (live "
-        "descendants included, e.g. Triton's python-backend stub) before/after the saturation "
-        "run, divided by requests completed. *Service* = the measured server alone (Triton for "
+        "descendants included, e.g. Triton's python-backend stub) around each saturation "
+        "slice, divided by requests completed. *Service* = the measured server alone (Triton for "
         "(a), the gateway's uvicorn process for (b)/(c), the reference's for (d)); *stack* = "
         "service + Redis + Triton. `other CPU s` = machine-wide busy CPU during the saturation "
         "run minus the stack's and wrk's: near 0 means nothing else competed for the cores. "
@@ -439,8 +540,8 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
     lines += [
         "Produced by `python -m benchmarks.run "
         f"--duration {args.duration:g} --connections {args.connections} --rate {args.rate:g} "
-        f"--workers {args.workers} --rounds {args.rounds}`. Every figure is the median of "
-        f"{args.rounds} rounds that alternate the targets (errors: the sum).",
+        f"--workers {args.workers} --rounds {args.rounds} --slices {args.slices}`. Every "
+        f"figure is the median of {args.rounds} rounds (errors: the sum).",
         "",
     ]
     lines += [*machine_header(args, 0), ""]
@@ -460,8 +561,8 @@ def write_report(targets: list[Target], args: argparse.Namespace, out_md: Path) 
         )
     lines += [
         "",
-        "Ratios of the medians, and the same ratio per round: a round measures every target "
-        "within a minute or so, so its ratios are paired against the machine's drift.",
+        "Ratios of the medians, and the same ratio per round: a round interleaves the "
+        "targets' saturation slices, so its ratios are paired against the machine's drift.",
         "",
         "| ratio | req/s | req/s per round | CPU ms/req (service) | CPU ms/req (stack) |",
         "|---|---:|---:|---:|---:|",
@@ -541,7 +642,19 @@ def plot(targets: list[Target], args: argparse.Namespace, out_png: Path) -> None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument("--duration", type=float, default=8, help="seconds per measurement")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=8,
+        help="seconds of each target's saturation run per round (all its slices) and of its "
+        "fixed-rate run",
+    )
+    parser.add_argument(
+        "--slices",
+        type=int,
+        default=4,
+        help="saturation slices per target and round, the targets interleaved slice by slice",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--rate", type=float, default=500, help="fixed-rate req/s")
@@ -570,6 +683,10 @@ def main(argv: list[str] | None = None) -> int:
         "shipped config's)",
     )
     args = parser.parse_args(argv)
+    try:
+        slice_seconds(args)
+    except ValueError as e:
+        parser.error(str(e))
     if shutil.which("wrk") is None:
         print("error: wrk not found on PATH (apt-get install -y wrk)", file=sys.stderr)
         return 1
@@ -628,11 +745,10 @@ def main(argv: list[str] | None = None) -> int:
             Target("d", "(d) reference miss", ref_url, gateway_lua(10_000, ',"cache":"bypass"'),
                    "ref", [ref_pid], [ref_pid, *backend]),
         ]  # fmt: skip
-        # Rounds alternate the targets, so drift on a shared machine hits each alike.
+        # Each round interleaves the targets, so drift on a shared machine hits each alike.
         for n in range(args.rounds):
             print(f"round {n + 1}/{args.rounds}", flush=True)
-            for t in targets:
-                measure(t, args, lua_dir)
+            measure_round(targets, args, lua_dir)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         write_report(targets, args, args.out)
         plot(targets, args, args.out.with_suffix(".png"))

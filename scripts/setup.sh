@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the local stack and the tests need, idempotently: Debian's redis-server and
-# libpython (the Triton python-backend stub links it), a virtualenv with the pinned
+# Installs what the local stack and the tests need, idempotently: Debian's redis-server,
+# libpython (the Triton python-backend stub links it) and wrk (the benchmarks' load generator;
+# a test checks the benchmark's wrk script against it), a virtualenv with the pinned
 # packages, and checks the model artifact. Safe to re-run; fast when nothing is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ py_minor=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 ldconfig -p 2>/dev/null | grep -q "libpython${py_minor}.so.1.0" || need_apt+=("libpython${py_minor}")
 if ((${#need_apt[@]})); then
   echo "setup: installing ${need_apt[*]} (apt)"
