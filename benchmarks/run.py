@@ -301,9 +301,10 @@ def measure_round(targets: list[Target], args: argparse.Namespace, lua_dir: Path
     """One round: every target's saturation slices interleaved (a b c d a b c d ...), then
     each target's fixed-rate run.
 
-    This box's speed drifts within seconds (a process's CPU per request doubled between two
-    8 s runs, docs/measurements.md), so a target measured in one block is paired with another
-    measured 20 s later only loosely; interleaved slices spread the same drift over all."""
+    This box's speed drifts within seconds: over twelve back-to-back 8 s runs every process's
+    CPU per request varied up to 2x, by a third or more between some consecutive runs
+    (docs/measurements.md). A target measured in one block was paired only loosely with one
+    measured 20 s later; interleaved slices spread the same drift over all of them."""
     scripts = {}
     for t in targets:
         scripts[t.key] = lua_dir / f"{t.key}.lua"
