@@ -273,13 +273,14 @@ def saturate(t: Target, args: argparse.Namespace, script: Path, seconds: int) ->
 def round_figures(slices: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, float]:
     """A target's figures for one round: its saturation slices summed (percentiles from their
     merged latencies), and its fixed-rate run."""
-    n = max(sum(x["requests"] for x in slices), 1)
+    requests = sum(x["requests"] for x in slices)
+    n = max(requests, 1)
     latencies = [pair for x in slices for pair in x["histogram"]]
     server, stack = sum(x["server_s"] for x in slices), sum(x["stack_s"] for x in slices)
     wrk, busy = sum(x["wrk_s"] for x in slices), sum(x["busy_s"] for x in slices)
     return {
-        "rps": sum(x["requests"] for x in slices) / sum(x["runtime_s"] for x in slices),
-        "sat_requests": sum(x["requests"] for x in slices),
+        "rps": requests / sum(x["runtime_s"] for x in slices),
+        "sat_requests": requests,
         "sat_errors": sum(x["errors"] for x in slices),
         "sat_p50_ms": percentile_ms(latencies, 50),
         "sat_p99_ms": percentile_ms(latencies, 99),
@@ -305,14 +306,14 @@ def measure_round(targets: list[Target], args: argparse.Namespace, lua_dir: Path
     CPU per request varied up to 2x, by a third or more between some consecutive runs
     (docs/measurements.md). A target measured in one block was paired only loosely with one
     measured 20 s later; interleaved slices spread the same drift over all of them."""
-    scripts = {}
+    scripts = {t.key: lua_dir / f"{t.key}.lua" for t in targets}
     for t in targets:
-        scripts[t.key] = lua_dir / f"{t.key}.lua"
         scripts[t.key].write_text(LUA_COMMON + t.lua)
+    seconds = slice_seconds(args)
     slices: dict[str, list[dict[str, Any]]] = {t.key: [] for t in targets}
     for _ in range(args.slices):
         for t in targets:
-            slices[t.key].append(saturate(t, args, scripts[t.key], slice_seconds(args)))
+            slices[t.key].append(saturate(t, args, scripts[t.key], seconds))
     for t in targets:
         time.sleep(0.5)
         fixed = run_openloop(t.url, t.openloop_kind, args.rate, args.duration, t.api_key)
